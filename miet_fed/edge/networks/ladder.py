@@ -1,0 +1,45 @@
+"""A LAST-style ladder side network: the high-cost baseline that needs every z_i separately.
+
+It walks the payload layer by layer: h_0 = LN(z_0), h_i = LowRankAttention_i(h_{i-1} + LN_i(z_i)),
+so it consumes the `all` payload (k+1 maps) and has one low-rank block per backbone block.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from miet_fed.edge.networks import (
+    EDGE_NETWORKS,
+    EdgeNetwork,
+    LowRankAttention,
+    pool_tokens,
+    pooled_dim,
+)
+
+
+@EDGE_NETWORKS.register("ladder")
+class Ladder(EdgeNetwork):
+    name = "ladder"
+    accepts = ("layers",)
+
+    def __init__(self, maps: int, dim: int, num_classes: int, rank: int, heads: int, pool: str):
+        super().__init__()
+        self.pool = pool
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(maps))
+        self.blocks = nn.ModuleList(LowRankAttention(dim, rank, heads) for _ in range(maps - 1))
+        self.output_norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(pooled_dim(dim, pool), num_classes)
+
+    @classmethod
+    def build(cls, payload_shape: tuple[int, ...], num_classes: int, cfg: Any) -> Ladder:
+        maps, _, dim = payload_shape
+        return cls(maps, dim, num_classes, cfg.rank, cfg.heads, cfg.pool)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norms[0](x[:, 0])
+        for i, block in enumerate(self.blocks, start=1):
+            h = block(h + self.norms[i](x[:, i]))
+        return self.head(pool_tokens(self.output_norm(h), self.pool))

@@ -1,0 +1,106 @@
+"""Training and evaluating an edge network on cached payloads: what the device itself runs.
+
+The payload stays in its wire encoding in memory (fp16/int8 take less device memory) and is
+decoded one batch at a time. Nothing here knows about Flower or the backbone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from miet_fed.comm import codec
+
+
+@dataclass(frozen=True)
+class Optim:
+    """Optimiser settings for one call of `fit`."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    schedule: str = "cosine"  # "cosine" over the call's steps, or "constant"
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterable[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    yield from order.split(batch_size)
+
+
+def fit(
+    net: nn.Module,
+    parts: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    optim: Optim,
+    generator: torch.Generator,
+    params: Iterable[nn.Parameter] | None = None,
+    prox: tuple[dict[str, torch.Tensor], float] | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> tuple[float, float]:
+    """Train `net` in place; returns (mean loss, accuracy) of the last epoch.
+
+    params: the subset to train (FedRep/FedBABU train part of the network); default all.
+    prox: (reference state, mu) adds mu/2 * ||w - w_ref||^2 (FedProx, Ditto).
+    """
+    n = len(labels)
+    if n == 0:
+        raise ValueError("fit: no training samples")
+    trainable = [p for p in (params if params is not None else net.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=optim.lr, weight_decay=optim.weight_decay)
+    steps = optim.epochs * math.ceil(n / optim.batch_size)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        if optim.schedule == "cosine"
+        else None
+    )
+    ref = None
+    if prox is not None and prox[1] > 0:
+        named = dict(net.named_parameters())
+        ref = [(named[k], v.detach()) for k, v in prox[0].items() if k in named]
+    loss_fn = nn.CrossEntropyLoss()
+    net.train()
+    last = (math.nan, math.nan)
+    for epoch in range(optim.epochs):
+        total, correct, loss_sum = 0, 0, 0.0
+        for idx in _batches(n, optim.batch_size, generator):
+            x = codec.decode(codec.select(parts, idx))
+            y = labels[idx]
+            logits = net(x)
+            loss = loss_fn(logits, y)
+            if ref is not None:
+                loss = loss + 0.5 * prox[1] * sum(((p - r) ** 2).sum() for p, r in ref)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(-1) == y).sum().item()
+            total += len(idx)
+        last = (loss_sum / total, correct / total)
+        if on_epoch is not None:
+            on_epoch(epoch, *last)
+    net.eval()
+    return last
+
+
+@torch.inference_mode()
+def evaluate(
+    net: nn.Module, parts: dict[str, torch.Tensor], labels: torch.Tensor, batch_size: int = 256
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `net` on the payloads; (nan, nan) for no samples."""
+    n = len(labels)
+    if n == 0:
+        return math.nan, math.nan
+    net.eval()
+    loss_sum, correct = 0.0, 0
+    for idx in _batches(n, batch_size, None):
+        logits = net(codec.decode(codec.select(parts, idx)))
+        loss_sum += nn.functional.cross_entropy(logits, labels[idx], reduction="sum").item()
+        correct += (logits.argmax(-1) == labels[idx]).sum().item()
+    return loss_sum / n, correct / n

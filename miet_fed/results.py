@@ -1,0 +1,53 @@
+"""Run directories written atomically: a run either leaves a complete folder or nothing.
+
+Files go to a hidden temporary sibling of the final folder, which is renamed into place only when
+the run succeeded; a failed or interrupted run removes its temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+RESULTS_ROOT = Path("results")
+
+
+def slug(*parts: Any) -> str:
+    text = "-".join(str(p) for p in parts if p not in ("", None))
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
+
+
+def run_path(out: str, default_name: str) -> Path:
+    return Path(out).expanduser() if out else RESULTS_ROOT / default_name
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces `final` (an older run there is removed)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=float) + "\n")

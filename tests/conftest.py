@@ -1,0 +1,35 @@
+"""Shared fixtures: an isolated cache and results folder per test, and a tiny learnable dataset.
+
+Fast tests use a tiny randomly initialised timm ViT (`vit_tiny_patch16_224` at 32 px), always with
+`weights="random"` spelled out; only tests marked `slow` use the real pretrained backbone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+TINY = ["--model", "vit_tiny_patch16_224", "--weights", "random", "--img-size", "32"]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Each test gets its own feature cache and results root, and runs from a scratch cwd."""
+    monkeypatch.setenv("MIET_FED_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    """120 16x16 grey images in 3 classes told apart by brightness and a stripe: learnable fast."""
+    rng = np.random.default_rng(0)
+    n, classes = 120, 3
+    y = np.arange(n) % classes
+    x = rng.integers(0, 60, size=(n, 16, 16)).astype(np.int64)
+    x += (y * 60)[:, None, None]
+    for i in range(n):
+        x[i, :, 4 * y[i] : 4 * y[i] + 3] = 255
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=np.clip(x, 0, 255).astype(np.uint8), y=y)
+    return path
