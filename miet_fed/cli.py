@@ -32,11 +32,19 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_common(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument(
-        "config", nargs="?", type=Path, default=None,
+        "config",
+        nargs="?",
+        type=Path,
+        default=None,
         help=f"TOML config (default: built-in defaults, the same as {default_config})",
     )
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config key (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key (repeatable)",
+    )
     p.add_argument("--dataset", help="built-in name, npz:PATH or folder:PATH")
     p.add_argument("--seed", help="run seed")
     p.add_argument("--out", help="results directory of this run")

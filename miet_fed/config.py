@@ -86,7 +86,9 @@ class TrainConfig:
         _require(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         _require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
-        _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        _require(
+            self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}"
+        )
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,9 @@ def build_config(cls: type[C], data: dict[str, Any], source: str = "config") -> 
                     + ", ".join(f"{name}.{k}" for k in hints)
                 )
             from_cli = isinstance(value, _CliValue)
-            values[key] = _coerce(f"{name}.{key}", str(value) if from_cli else value,
-                                  hints[key], from_cli)
+            values[key] = _coerce(
+                f"{name}.{key}", str(value) if from_cli else value, hints[key], from_cli
+            )
         built[name] = sec_cls(**values)
     return cls(**built)
 
@@ -203,7 +206,8 @@ def load_config(cls: type[C], path: Path | None, overrides: dict[str, dict[str, 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return {
-        f.name: to_dict(getattr(cfg, f.name)) if is_dataclass(getattr(cfg, f.name))
+        f.name: to_dict(getattr(cfg, f.name))
+        if is_dataclass(getattr(cfg, f.name))
         else getattr(cfg, f.name)
         for f in fields(cfg)
     }

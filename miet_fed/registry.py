@@ -1,4 +1,4 @@
-"""Name -> implementation registries, so that adding a gather, edge network or strategy is one file."""
+"""Name -> implementation registries: adding a gather, edge network or strategy is one file."""
 
 from __future__ import annotations
 

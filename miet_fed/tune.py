@@ -26,8 +26,13 @@ from miet_fed.results import atomic_dir, run_path, slug, write_json
 def default_name(cfg: TuneConfig) -> str:
     m = cfg.model
     return slug(
-        "tune", cfg.data.dataset.split(":")[-1].rstrip("/").split("/")[-1], m.gather,
-        f"k{m.k}", m.dtype, cfg.edge.name, f"s{cfg.run.seed}",
+        "tune",
+        cfg.data.dataset.split(":")[-1].rstrip("/").split("/")[-1],
+        m.gather,
+        f"k{m.k}",
+        m.dtype,
+        cfg.edge.name,
+        f"s{cfg.run.seed}",
     )
 
 
@@ -60,11 +65,16 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     def on_epoch(epoch: int, loss: float, acc: float) -> None:
         test_loss, test_acc = evaluate(net, x_test, y_test)
         net.train()
-        rows.append({
-            "epoch": epoch + 1, "train_loss": loss, "train_acc": acc,
-            "test_loss": test_loss, "test_acc": test_acc,
-            "seconds": round(time.perf_counter() - t_train, 3),
-        })
+        rows.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": loss,
+                "train_acc": acc,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+                "seconds": round(time.perf_counter() - t_train, 3),
+            }
+        )
 
     gen = torch.Generator().manual_seed(cfg.run.seed)
     optim = Optim(cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.weight_decay)

@@ -8,8 +8,15 @@ import torch
 from miet_fed.cloud.cache import FeatureStore, fill
 from miet_fed.comm import codec
 
-KEY = {"model": "m", "weights": "w", "img_size": 8, "dataset": "d", "gather": "sum", "k": 2,
-       "dtype": "fp16"}
+KEY = {
+    "model": "m",
+    "weights": "w",
+    "img_size": 8,
+    "dataset": "d",
+    "gather": "sum",
+    "k": 2,
+    "dtype": "fp16",
+}
 
 
 def _compute_counter():

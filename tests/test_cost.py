@@ -42,7 +42,9 @@ def test_unknown_dtype_is_a_user_error():
 
 
 def test_cost_module_does_not_import_torch():
-    code = "import sys, miet_fed.comm.cost as c; c.feature_bytes_per_image('all',5,4,2,'fp16'); " \
-           "print('torch' in sys.modules)"
+    code = (
+        "import sys, miet_fed.comm.cost as c; c.feature_bytes_per_image('all',5,4,2,'fp16'); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

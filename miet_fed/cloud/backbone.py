@@ -58,7 +58,9 @@ def check_model_name(model: str) -> None:
     if model not in timm.list_models():
         near = difflib.get_close_matches(model, timm.list_models("vit_*"), n=3)
         hint = f"; did you mean {', '.join(near)}?" if near else ""
-        raise MietError(f"unknown timm model '{model}'{hint} (list them: timm.list_models('vit_*'))")
+        raise MietError(
+            f"unknown timm model '{model}'{hint} (list them: timm.list_models('vit_*'))"
+        )
 
 
 def create_vit(model: str, img_size: int, weights_file: Path | None) -> torch.nn.Module:
@@ -108,7 +110,7 @@ class CloudBackbone:
             raise MietError(f"k={k} is out of range for '{self.model}': use 0..{self.depth}")
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 [B,H,W] or [B,H,W,3] -> normalised float [B,3,S,S] (grey repeated to 3 channels)."""
+        """uint8 [B,H,W] or [B,H,W,3] -> normalised float [B,3,S,S]; grey repeated to 3 channels."""
         x = torch.from_numpy(np.ascontiguousarray(images))
         x = x.unsqueeze(-1).expand(*x.shape, 3) if x.ndim == 3 else x
         x = x.permute(0, 3, 1, 2).float().div_(255.0)

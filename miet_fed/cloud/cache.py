@@ -99,7 +99,10 @@ class FeatureStore:
             tmp = key_file.with_suffix(f".{uuid.uuid4().hex}.tmp")
             tmp.write_text(json.dumps(self.key, indent=1, sort_keys=True))
             os.replace(tmp, key_file)
-        tensors = {"ids": torch.from_numpy(ids.copy()), **{k: v.contiguous() for k, v in parts.items()}}
+        tensors = {
+            "ids": torch.from_numpy(ids.copy()),
+            **{k: v.contiguous() for k, v in parts.items()},
+        }
         name = f"shard-{uuid.uuid4().hex[:16]}.safetensors"
         tmp = self.dir / f".{name}.tmp"
         save_file(tensors, str(tmp), metadata={"sha256": _tensor_digest(tensors)})
@@ -140,9 +143,7 @@ def fill(
         return 0
     from tqdm import tqdm
 
-    bar = tqdm(
-        total=len(todo), desc="backbone", unit="img", disable=not progress, file=sys.stderr
-    )
+    bar = tqdm(total=len(todo), desc="backbone", unit="img", disable=not progress, file=sys.stderr)
     for start in range(0, len(todo), shard_size):
         chunk = todo[start : start + shard_size]
         encoded = []

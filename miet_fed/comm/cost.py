@@ -23,7 +23,7 @@ def check_dtype(dtype: str) -> str:
 
 
 def encoded_bytes(shape: tuple[int, ...], dtype: str) -> int:
-    """Bytes of one payload of `shape` sent as `dtype` (int8: values plus a scale per last-dim row)."""
+    """Bytes of one payload of `shape` as `dtype` (int8: values plus one scale per row)."""
     check_dtype(dtype)
     elements = math.prod(shape)
     total = elements * DTYPE_BYTES[dtype]

@@ -1,0 +1,74 @@
+"""Config loading: TOML + overrides into frozen dataclasses, every mistake named."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from miet_fed.config import TuneConfig, load_config, parse_overrides, to_toml
+from miet_fed.errors import MietError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_tune_config_equals_builtin_defaults():
+    assert load_config(TuneConfig, ROOT / "configs" / "tune.toml", {}) == TuneConfig()
+
+
+def test_overrides_are_typed_by_field():
+    cfg = load_config(
+        TuneConfig,
+        None,
+        parse_overrides(
+            ["model.k=9", "train.lr=0.01", "run.progress=false", "data.dataset=digits"]
+        ),
+    )
+    assert (cfg.model.k, cfg.train.lr, cfg.run.progress, cfg.data.dataset) == (
+        9,
+        0.01,
+        False,
+        "digits",
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.model.k = 3  # type: ignore[misc]
+
+
+def test_roundtrip_through_toml(tmp_path):
+    cfg = load_config(TuneConfig, None, parse_overrides(["edge.rank=8", "edge.heads=2"]))
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg))
+    assert load_config(TuneConfig, path, {}) == cfg
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["model.kk=3"], "unknown key 'model.kk'.*valid: model.name"),
+        (["modle.k=3"], r"unknown section \[modle\].*valid: data, edge, model"),
+        (["model.k=three"], "model.k must be an integer, got 'three'"),
+        (["model.k=-1"], "model.k must be >= 0"),
+        (["edge.rank=0"], "edge.rank must be >= 1"),
+        (["edge.rank=30", "edge.heads=4"], "divisible"),
+        (["edge.pool=max"], "unknown edge.pool 'max'"),
+        (["train.lr=0"], "train.lr must be > 0"),
+        (["run.progress=maybe"], "must be true or false"),
+        (["k=3"], "section.key=value"),
+    ],
+)
+def test_bad_overrides_name_the_problem(pairs, message):
+    with pytest.raises(MietError, match=message):
+        load_config(TuneConfig, None, parse_overrides(pairs))
+
+
+def test_bad_toml_types_and_files(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nk = "nine"\n')
+    with pytest.raises(MietError, match="model.k must be int"):
+        load_config(TuneConfig, bad, {})
+    bad.write_text("[model\n")
+    with pytest.raises(MietError, match="not valid TOML"):
+        load_config(TuneConfig, bad, {})
+    with pytest.raises(MietError, match="config file not found"):
+        load_config(TuneConfig, tmp_path / "missing.toml", {})
