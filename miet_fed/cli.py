@@ -90,8 +90,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from miet_fed.config import SimulateConfig, load_config
+    from miet_fed.federation.report import simulate_table
+    from miet_fed.federation.runner import run_simulate
+
+    cfg = load_config(SimulateConfig, args.config, _overrides(args))
+    summary = run_simulate(cfg)
+    _print_summary(args, simulate_table(summary), summary)
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
     "tune": (cmd_tune, "edge tuning on one device (the paper's setting)", "configs/tune.toml"),
+    "simulate": (
+        cmd_simulate,
+        "federated edge tuning: many clients, one cloud backbone actor (Flower + Ray)",
+        "configs/simulate.toml",
+    ),
 }
 
 

@@ -77,7 +77,7 @@ class EdgeConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = _h(30, "training epochs on the device")
+    epochs: int = _h(30, "training epochs on the device (simulate: local epochs per round)")
     batch_size: int = _h(64, "training batch size")
     lr: float = _h(1e-3, "AdamW learning rate (cosine schedule)")
     weight_decay: float = _h(1e-4, "AdamW weight decay")
@@ -106,6 +106,62 @@ class TuneConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    num_clients: int = _h(20, "edge devices (Flower supernodes); they share the data.n_train pool")
+    clients_per_round: int = _h(0, "clients sampled per round for training (0 = all)")
+    rounds: int = _h(10, "federated rounds")
+    strategy: str = _h("fedper", "aggregation strategy (see `miet-fed strategies`)")
+    partition: str = _h("dirichlet", "how the pool is split: iid, dirichlet, pathological")
+    alpha: float = _h(0.3, "Dirichlet concentration (smaller = more skewed labels)")
+    classes_per_client: int = _h(2, "classes per client for the pathological partition")
+    test_fraction: float = _h(0.2, "share of each client's images kept for its personal test")
+    min_train: int = _h(2, "fewest local training images a client may have")
+    proximal_mu: float = _h(0.01, "FedProx proximal term weight")
+    ditto_lambda: float = _h(0.1, "Ditto: pull of the personal model toward the global one")
+    head_epochs: int = _h(1, "FedRep: head epochs before the body epochs each round")
+    finetune_epochs: int = _h(2, "FedBABU: head fine-tuning epochs before personal evaluation")
+    server_lr: float = _h(0.01, "FedAdam server learning rate")
+    server_momentum: float = _h(0.9, "FedAvgM server momentum")
+    cpus_per_client: float = _h(1.0, "Ray CPUs per client worker (1 = two clients at once here)")
+    allow_failures: bool = _h(False, "exit 0 even if some client replies failed")
+
+    def __post_init__(self) -> None:
+        _require(self.num_clients >= 1, f"fed.num_clients must be >= 1, got {self.num_clients}")
+        _require(
+            0 <= self.clients_per_round <= self.num_clients,
+            f"fed.clients_per_round must be in 0..fed.num_clients ({self.num_clients}), "
+            f"got {self.clients_per_round}",
+        )
+        _require(self.rounds >= 1, f"fed.rounds must be >= 1, got {self.rounds}")
+        _require(self.alpha > 0, f"fed.alpha must be > 0, got {self.alpha}")
+        _require(
+            0 < self.test_fraction < 1,
+            f"fed.test_fraction must be in (0, 1), got {self.test_fraction}",
+        )
+        _require(self.min_train >= 1, f"fed.min_train must be >= 1, got {self.min_train}")
+        for name in ("proximal_mu", "ditto_lambda", "server_lr", "server_momentum"):
+            _require(getattr(self, name) >= 0, f"fed.{name} must be >= 0")
+        _require(self.head_epochs >= 0 and self.finetune_epochs >= 0, "fed epochs must be >= 0")
+        _require(self.cpus_per_client > 0, "fed.cpus_per_client must be > 0")
+
+    @property
+    def sampled(self) -> int:
+        return self.clients_per_round or self.num_clients
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """`miet-fed simulate`: many edge clients, one cloud backbone actor, a Flower strategy."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=3e-3))
+    fed: FedConfig = field(default_factory=FedConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -142,6 +198,7 @@ def _coerce(where: str, value: Any, typ: type, from_cli: bool) -> Any:
 def build_config(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
     """Nested dict (as read from TOML) -> frozen config, with every key and type checked."""
     sections = _sections(cls)
+    defaults = cls()
     for name in data:
         if name not in sections:
             raise MietError(
@@ -164,7 +221,7 @@ def build_config(cls: type[C], data: dict[str, Any], source: str = "config") -> 
             values[key] = _coerce(
                 f"{name}.{key}", str(value) if from_cli else value, hints[key], from_cli
             )
-        built[name] = sec_cls(**values)
+        built[name] = replace(getattr(defaults, name), **values)
     return cls(**built)
 
 
@@ -242,6 +299,8 @@ def describe(cls: type) -> list[tuple[str, Any, str]]:
 __all__ = [
     "DataConfig",
     "EdgeConfig",
+    "FedConfig",
+    "SimulateConfig",
     "ModelConfig",
     "RunConfig",
     "TrainConfig",

@@ -38,17 +38,7 @@ class FeatureService:
         self.images = images
         self.progress = progress
         self.gather = get_gather(model.gather)
-        check_dtype(model.dtype)
-        shape = describe_vit(model.name, model.img_size)
-        if not 0 <= model.k <= shape["depth"]:
-            raise MietError(
-                f"model.k={model.k} is larger than the depth {shape['depth']} of '{model.name}'; "
-                f"use 0..{shape['depth']}"
-            )
-        self.depth, self.dim, self.tokens = shape["depth"], shape["dim"], shape["tokens"]
-        self.payload_kind = self.gather.kind
-        self.payload_shape = self.gather.payload_shape(self.tokens, self.dim, model.k)
-        self.bytes_per_image = encoded_bytes(self.payload_shape, model.dtype)
+        self.payload_kind, self.payload_shape, self.bytes_per_image = payload_info(model)
         self._weights_file, self.weights_id = resolve_weights(model.name, model.weights)
         self.key = {
             "model": model.name,
@@ -113,3 +103,17 @@ class FeatureService:
             "bytes_served": self.bytes_served,
             "extract_seconds": round(self.extract_seconds, 3),
         }
+
+
+def payload_info(model: ModelConfig) -> tuple[str, tuple[int, ...], int]:
+    """(payload kind, shape per image, bytes per image) from the config alone: no weights."""
+    gather = get_gather(model.gather)
+    check_dtype(model.dtype)
+    shape = describe_vit(model.name, model.img_size)
+    if not 0 <= model.k <= shape["depth"]:
+        raise MietError(
+            f"model.k={model.k} is larger than the depth {shape['depth']} of '{model.name}'; "
+            f"use 0..{shape['depth']}"
+        )
+    payload = gather.payload_shape(shape["tokens"], shape["dim"], model.k)
+    return gather.kind, payload, encoded_bytes(payload, model.dtype)

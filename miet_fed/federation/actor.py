@@ -1,0 +1,110 @@
+"""The cloud backbone as one named Ray actor, shared by every edge client of a simulation.
+
+The actor owns the FeatureService (frozen backbone + feature cache): it computes gathered
+features once per image and serves them by image id. It reserves no CPU (`num_cpus=0`): Flower
+sizes its client pool from the node's CPUs, and a reserved CPU would starve one client worker.
+Where no actor is reachable (`flwr run`), clients read the same on-disk cache instead; the
+server fills it before round 1, so no client ever builds a backbone.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from miet_fed.cloud.service import FeatureService
+from miet_fed.config import ModelConfig, RunConfig
+from miet_fed.data import load_dataset
+from miet_fed.errors import MietError
+
+
+class BackboneServer:
+    """Plain class; `start_actor` wraps it with `ray.remote`. Also usable in-process."""
+
+    def __init__(self, model: ModelConfig, dataset: str, cache_root: str, progress: bool) -> None:
+        ds = load_dataset(dataset)
+        self.service = FeatureService(model, ds.images, ds.fingerprint, Path(cache_root), progress)
+
+    def ensure(self, ids: np.ndarray) -> int:
+        return self.service.ensure(ids)
+
+    def features(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        return self.service.features(ids)
+
+    def cached(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        """Served from cache only: a miss means the server did not prepare this image."""
+        missing = self.service.store.missing(ids)
+        if len(missing):
+            raise MietError(f"{len(missing)} images are not in the feature cache; run ensure first")
+        return self.service.features(ids)
+
+    def stats(self) -> dict[str, Any]:
+        return self.service.stats()
+
+
+def start_actor(
+    model: ModelConfig, dataset: str, cache_root: str, run: RunConfig, name: str, namespace: str
+) -> Any:
+    import ray
+
+    from miet_fed._compat import import_timm
+
+    import_timm()  # fail here, clearly, if timm cannot be imported at all
+    remote_cls = ray.remote(num_cpus=0)(BackboneServer)
+    return remote_cls.options(name=name, namespace=namespace).remote(
+        model, dataset, cache_root, run.progress
+    )
+
+
+class FeatureSource:
+    """What a client or the server calls to get payloads: the actor if reachable, else the disk."""
+
+    def __init__(self, actor: Any | None, local: BackboneServer | None) -> None:
+        self._actor, self._local = actor, local
+
+    def features(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        if self._actor is not None:
+            import ray
+
+            return ray.get(self._actor.features.remote(ids))
+        return self._local.cached(ids)
+
+    def ensure(self, ids: np.ndarray) -> int:
+        """Compute what the cache lacks (the server calls this once, before round 1)."""
+        if self._actor is not None:
+            import ray
+
+            return ray.get(self._actor.ensure.remote(ids))
+        return self._local.ensure(ids)
+
+    def stats(self) -> dict[str, Any]:
+        if self._actor is not None:
+            import ray
+
+            return ray.get(self._actor.stats.remote())
+        return self._local.stats()
+
+    @property
+    def via_actor(self) -> bool:
+        return self._actor is not None
+
+
+@lru_cache(maxsize=2)
+def feature_source(spec_path: str) -> FeatureSource:
+    """Per process and run: find the named backbone actor, or fall back to the on-disk cache."""
+    from miet_fed.federation.spec import load_spec
+
+    spec = load_spec(spec_path)
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return FeatureSource(ray.get_actor(spec.actor, namespace=spec.namespace), None)
+    except ValueError:
+        pass
+    cfg = spec.config
+    return FeatureSource(None, BackboneServer(cfg.model, cfg.data.dataset, spec.cache_root, False))

@@ -1,0 +1,136 @@
+"""The edge client as a Flower ClientApp (Message API): one simulated device per supernode.
+
+Each call rebuilds the device from the run spec and its persistent `context.state` (Flower reuses
+ClientApp objects and worker processes across clients, so nothing per client lives in globals):
+its partition, its edge network with the personal part it kept, and its payloads fetched from the
+cloud backbone actor. Only the part the strategy shares crosses the network.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from miet_fed.edge.networks import EdgeNetwork, build_edge_network
+from miet_fed.edge.train import Optim
+from miet_fed.federation.actor import feature_source
+from miet_fed.federation.sharing import (
+    extract,
+    load_shared,
+    record_nbytes,
+    record_to_state,
+    state_to_record,
+)
+from miet_fed.federation.spec import RunSpec, load_spec
+from miet_fed.federation.strategies import LocalJob, get_strategy
+
+NET = "net"  # context.state key of the client's full edge network
+EXTRA = "extra/"  # prefix of strategy-specific persisted states (Ditto's personal model)
+
+app = ClientApp()
+
+
+def client_seed(run_seed: int, server_round: int, client: int) -> int:
+    """Independent, reproducible stream per (run, round, client)."""
+    return int(np.random.SeedSequence([run_seed, server_round, client]).generate_state(1)[0])
+
+
+def init_network(spec: RunSpec) -> EdgeNetwork:
+    """Same seed on server and clients: shared init, and one common frozen head for FedBABU."""
+    torch.manual_seed(spec.config.run.seed)
+    return build_edge_network(
+        spec.config.edge.name,
+        spec.payload_kind,
+        spec.payload_shape,
+        spec.num_classes,
+        spec.config.edge,
+    )
+
+
+def _job(msg: Message, context: Context) -> tuple[LocalJob, RunSpec, int, int]:
+    spec = load_spec(str(msg.content["config"]["spec"]))
+    server_round = int(msg.content["config"]["server-round"])
+    client = int(context.node_config["partition-id"])
+    strategy = get_strategy(spec.config.fed.strategy)
+    net = init_network(spec)
+    if NET in context.state:
+        net.load_state_dict(record_to_state(context.state[NET]))
+    received_record = msg.content["arrays"]
+    load_shared(net, received_record, strategy.share)
+    extra = {
+        key[len(EXTRA) :]: record_to_state(context.state[key])
+        for key in context.state.array_records
+        if key.startswith(EXTRA)
+    }
+    source = feature_source(str(msg.content["config"]["spec"]))
+    train_ids, test_ids = spec.clients_train[client], spec.clients_test[client]
+    cfg = spec.config
+    job = LocalJob(
+        net=net,
+        x_train=source.features(train_ids),
+        y_train=torch.from_numpy(spec.labels[train_ids]),
+        x_test=source.features(test_ids),
+        y_test=torch.from_numpy(spec.labels[test_ids]),
+        received=record_to_state(received_record),
+        optim=Optim(
+            cfg.train.epochs,
+            cfg.train.batch_size,
+            cfg.train.lr,
+            cfg.train.weight_decay,
+            schedule="constant",
+        ),
+        generator=torch.Generator().manual_seed(client_seed(cfg.run.seed, server_round, client)),
+        fed=cfg.fed,
+        extra=extra,
+    )
+    return job, spec, client, record_nbytes(received_record)
+
+
+def _persist(context: Context, job: LocalJob) -> None:
+    context.state[NET] = state_to_record(job.net.state_dict())
+    for key, state in job.extra.items():
+        context.state[EXTRA + key] = state_to_record(state)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    start = time.perf_counter()
+    job, spec, client, down = _job(msg, context)
+    strategy = get_strategy(spec.config.fed.strategy)
+    loss, acc = strategy.local_update(job)
+    _persist(context, job)
+    arrays = extract(job.net, strategy.share)
+    metrics = MetricRecord(
+        {
+            "num-examples": len(job.y_train),
+            "client": client,
+            "train_loss": float(loss),
+            "train_acc": float(acc),
+            "params_down_bytes": down,
+            "params_up_bytes": record_nbytes(arrays),
+            "seconds": time.perf_counter() - start,
+        }
+    )
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    job, spec, client, _ = _job(msg, context)
+    loss, acc = get_strategy(spec.config.fed.strategy).personal_eval(job)
+    metrics = MetricRecord(
+        {
+            "num-examples": len(job.y_test),
+            "client": client,
+            "personal_loss": float(loss),
+            "personal_acc": float(acc),
+        }
+    )
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+__all__ = ["ArrayRecord", "app", "client_seed", "init_network"]

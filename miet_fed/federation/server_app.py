@@ -1,0 +1,183 @@
+"""The server as a Flower ServerApp: samples clients, aggregates what the strategy shares,
+evaluates the global model where one exists, and writes every client's reply to the run's sink.
+
+Flower's own return value carries only averaged metrics; per-client rows go through our recorder
+into `<sink>/rows.jsonl`, which works whether the ServerApp runs as a thread of `miet-fed
+simulate` or as a process of `flwr run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from miet_fed.edge.train import evaluate
+from miet_fed.federation.actor import feature_source
+from miet_fed.federation.client_app import init_network
+from miet_fed.federation.sharing import extract, record_nbytes, record_to_state
+from miet_fed.federation.spec import RunSpec, load_spec
+from miet_fed.federation.strategies import FedStrategy, get_strategy
+
+SPEC_ENV = "MIET_FED_RUN_SPEC"
+ROWS = "rows.jsonl"
+
+app = ServerApp()
+
+
+class Recorder:
+    """Appends one JSON row per client reply (or failure) and prints one line per round."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.path = Path(spec.sink) / ROWS
+        self.rounds = spec.config.fed.rounds
+        self.progress = spec.config.run.progress
+        self.failures = 0
+        self._round: dict[str, Any] = {}
+        self._t0 = time.perf_counter()
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def replies(self, phase: str, server_round: int, replies: list[Message]) -> None:
+        accs = []
+        for msg in replies:
+            row: dict[str, Any] = {"round": server_round, "phase": phase}
+            if msg.has_error():
+                self.failures += 1
+                row.update(node=int(msg.metadata.src_node_id), error=str(msg.error.reason)[:300])
+            else:
+                metrics = next(iter(msg.content.metric_records.values()))
+                row.update({k: v for k, v in metrics.items()})
+                accs.append(row.get("personal_acc", row.get("train_acc")))
+            self.write(row)
+        self._round[phase] = (float(np.mean(accs)) if accs else float("nan"), len(accs))
+
+    def end_round(self, server_round: int, global_acc: float | None) -> None:
+        if server_round == 0 or not self.progress:
+            return
+        _, n_train = self._round.get("train", (float("nan"), 0))
+        acc, n_eval = self._round.get("evaluate", (float("nan"), 0))
+        text = f"round {server_round}/{self.rounds}: personal acc {acc:.3f} ({n_eval} clients)"
+        if global_acc is not None:
+            text += f", global acc {global_acc:.3f}"
+        text += (
+            f", trained {n_train}, failures {self.failures}, {time.perf_counter() - self._t0:.1f} s"
+        )
+        print(text, file=sys.stderr, flush=True)
+
+
+def make_flower_strategy(strategy: FedStrategy, spec: RunSpec, recorder: Recorder) -> Any:
+    """The strategy's Flower class with recording and seeded sampling mixed in."""
+    base = strategy.flower_cls
+    seed = spec.config.run.seed
+
+    class Recorded(base):  # type: ignore[misc, valid-type]
+        def configure_train(self, server_round, arrays, config, grid):  # noqa: ANN001
+            random.seed(client_sampling_seed(seed, server_round, "train"))
+            return super().configure_train(server_round, arrays, config, _SortedGrid(grid))
+
+        def configure_evaluate(self, server_round, arrays, config, grid):  # noqa: ANN001
+            random.seed(client_sampling_seed(seed, server_round, "evaluate"))
+            return super().configure_evaluate(server_round, arrays, config, _SortedGrid(grid))
+
+        def aggregate_train(self, server_round, replies):  # noqa: ANN001
+            replies = list(replies)
+            recorder.replies("train", server_round, replies)
+            return super().aggregate_train(server_round, replies)
+
+        def aggregate_evaluate(self, server_round, replies):  # noqa: ANN001
+            replies = list(replies)
+            recorder.replies("evaluate", server_round, replies)
+            return super().aggregate_evaluate(server_round, replies)
+
+    fed = spec.config.fed
+    n, m = fed.num_clients, fed.sampled
+    return Recorded(
+        fraction_train=m / n,
+        fraction_evaluate=m / n,
+        min_train_nodes=m,
+        min_evaluate_nodes=m,
+        min_available_nodes=n,  # round 1 waits until every supernode registered
+        **strategy.flower_kwargs(fed),
+    )
+
+
+def client_sampling_seed(seed: int, server_round: int, phase: str) -> int:
+    return int(np.random.SeedSequence([seed, server_round, len(phase)]).generate_state(1)[0])
+
+
+class _SortedGrid:
+    """Node ids in a fixed order, so seeded sampling picks the same nodes on a rerun."""
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+
+    def get_node_ids(self):  # noqa: ANN201
+        return sorted(self._grid.get_node_ids())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+
+def run_server(grid: Grid, spec_path: str) -> None:
+    spec = load_spec(spec_path)
+    strategy = get_strategy(spec.config.fed.strategy)
+    source = feature_source(spec_path)
+    recorder = Recorder(spec)
+    net = init_network(spec)
+    initial = extract(net, strategy.share)
+    x_test = y_test = None
+    if strategy.global_model and len(spec.global_test):
+        x_test = source.features(spec.global_test)
+        y_test = torch.from_numpy(spec.labels[spec.global_test])
+
+    def global_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        row: dict[str, Any] = {
+            "round": server_round,
+            "phase": "server",
+            "params_bytes": record_nbytes(arrays),
+        }
+        global_acc = None
+        if x_test is not None:
+            net.load_state_dict(record_to_state(arrays))
+            loss, global_acc = evaluate(net, x_test, y_test)
+            row.update(global_loss=loss, global_acc=global_acc)
+        recorder.write(row)
+        recorder.end_round(server_round, global_acc)
+        return MetricRecord({"global_acc": global_acc}) if global_acc is not None else None
+
+    flower = make_flower_strategy(strategy, spec, recorder)
+    config = ConfigRecord({"spec": spec_path})
+    flower.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=spec.config.fed.rounds,
+        train_config=config,
+        evaluate_config=ConfigRecord({"spec": spec_path}),
+        evaluate_fn=global_eval,
+    )
+    stats = source.stats()
+    stats["via_actor"] = source.via_actor
+    (Path(spec.sink) / "backbone_stats.json").write_text(json.dumps(stats))
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    spec_path = os.environ.get(SPEC_ENV)
+    if spec_path:
+        run_server(grid, spec_path)
+        return
+    from miet_fed.federation.runner import run_from_flwr
+
+    run_from_flwr(grid, context)

@@ -1,0 +1,60 @@
+"""Partial sharing in one place: which keys of an edge network cross the network.
+
+A strategy names a part ("all", "body", "head" or "none"); clients send and receive only those keys,
+and keep the rest in their persistent state. FedPer/FedRep/FedBABU share the body, LG-FedAvg the
+head, FedAvg-like strategies everything, `local` nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord
+
+from miet_fed.edge.networks import EdgeNetwork
+
+PARTS = ("all", "body", "head", "none")
+
+
+def shared_keys(net: EdgeNetwork, part: str) -> list[str]:
+    if part == "all":
+        return list(net.state_dict())
+    if part == "body":
+        return net.body_keys()
+    if part == "head":
+        return net.head_keys()
+    if part == "none":
+        return []
+    raise ValueError(f"unknown shared part '{part}'; valid: {', '.join(PARTS)}")
+
+
+def state_to_record(state: dict[str, torch.Tensor], keys: list[str] | None = None) -> ArrayRecord:
+    keys = list(state) if keys is None else keys
+    return ArrayRecord({k: Array(state[k].detach().cpu().numpy().copy()) for k in keys})
+
+
+def record_to_state(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    # Arrays that arrive through Ray are read-only: copy before torch may write to them.
+    return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in record.items()}
+
+
+def extract(net: EdgeNetwork, part: str) -> ArrayRecord:
+    """The shared part of `net` as Flower arrays (what the client uploads)."""
+    return state_to_record(net.state_dict(), shared_keys(net, part))
+
+
+def load_shared(net: EdgeNetwork, record: ArrayRecord, part: str) -> None:
+    """Overwrite the shared part of `net` with received arrays; the personal part stays."""
+    received = record_to_state(record)
+    expected = set(shared_keys(net, part))
+    if set(received) != expected:
+        raise ValueError(
+            f"received keys do not match the shared part '{part}': "
+            f"missing {sorted(expected - set(received))[:3]}, extra {sorted(set(received) - expected)[:3]}"
+        )
+    net.load_state_dict(received, strict=False)
+
+
+def record_nbytes(record: ArrayRecord) -> int:
+    """Serialized payload bytes of an ArrayRecord (the tensors' data, as Flower ships them)."""
+    return sum(len(a.data) for a in record.values())

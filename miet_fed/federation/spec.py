@@ -1,0 +1,78 @@
+"""The run spec: everything a ClientApp or ServerApp process needs to know about a simulation.
+
+The runner writes it once as JSON (config, partitions, paths); apps in any process (threads of
+`run_simulation`, Ray workers, `flwr run` subprocesses) read it by path. It is plain data, no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miet_fed.config import SimulateConfig, build_config
+
+ACTOR_NAME = "miet-fed-backbone"
+NAMESPACE = "miet_fed"
+
+
+@dataclass(frozen=True, eq=False)
+class RunSpec:
+    config: SimulateConfig
+    cache_root: str
+    sink: str  # folder where the server appends per-round rows
+    clients_train: list[np.ndarray]
+    clients_test: list[np.ndarray]
+    global_test: np.ndarray
+    labels: np.ndarray  # label of every image id of the dataset
+    num_classes: int
+    payload_kind: str
+    payload_shape: tuple[int, ...]
+    actor: str = ACTOR_NAME
+    namespace: str = NAMESPACE
+
+    def save(self, path: Path) -> None:
+        from miet_fed.config import to_dict
+
+        data: dict[str, Any] = {
+            "config": to_dict(self.config),
+            "cache_root": self.cache_root,
+            "sink": self.sink,
+            "clients_train": [a.tolist() for a in self.clients_train],
+            "clients_test": [a.tolist() for a in self.clients_test],
+            "global_test": self.global_test.tolist(),
+            "labels": self.labels.tolist(),
+            "num_classes": self.num_classes,
+            "payload_kind": self.payload_kind,
+            "payload_shape": list(self.payload_shape),
+            "actor": self.actor,
+            "namespace": self.namespace,
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+
+
+@lru_cache(maxsize=4)
+def load_spec(path: str) -> RunSpec:
+    """Read once per process and path: the spec is shared read-only data, not per-client state."""
+    data = json.loads(Path(path).read_text())
+    arr = lambda xs: np.asarray(xs, dtype=np.int64)  # noqa: E731
+    return RunSpec(
+        config=build_config(SimulateConfig, data["config"], path),
+        cache_root=data["cache_root"],
+        sink=data["sink"],
+        clients_train=[arr(a) for a in data["clients_train"]],
+        clients_test=[arr(a) for a in data["clients_test"]],
+        global_test=arr(data["global_test"]),
+        labels=arr(data["labels"]),
+        num_classes=data["num_classes"],
+        payload_kind=data["payload_kind"],
+        payload_shape=tuple(data["payload_shape"]),
+        actor=data["actor"],
+        namespace=data["namespace"],
+    )
