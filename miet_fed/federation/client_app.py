@@ -21,6 +21,7 @@ from miet_fed.federation.actor import feature_source
 from miet_fed.federation.sharing import (
     extract,
     load_shared,
+    record_digest,
     record_nbytes,
     record_to_state,
     state_to_record,
@@ -51,7 +52,7 @@ def init_network(spec: RunSpec) -> EdgeNetwork:
     )
 
 
-def _job(msg: Message, context: Context) -> tuple[LocalJob, RunSpec, int, int]:
+def _job(msg: Message, context: Context) -> tuple[LocalJob, RunSpec, int, ArrayRecord]:
     spec = load_spec(str(msg.content["config"]["spec"]))
     server_round = int(msg.content["config"]["server-round"])
     client = int(context.node_config["partition-id"])
@@ -87,7 +88,7 @@ def _job(msg: Message, context: Context) -> tuple[LocalJob, RunSpec, int, int]:
         fed=cfg.fed,
         extra=extra,
     )
-    return job, spec, client, record_nbytes(received_record)
+    return job, spec, client, received_record
 
 
 def _persist(context: Context, job: LocalJob) -> None:
@@ -99,7 +100,7 @@ def _persist(context: Context, job: LocalJob) -> None:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     start = time.perf_counter()
-    job, spec, client, down = _job(msg, context)
+    job, spec, client, received = _job(msg, context)
     strategy = get_strategy(spec.config.fed.strategy)
     loss, acc = strategy.local_update(job)
     _persist(context, job)
@@ -110,7 +111,8 @@ def train(msg: Message, context: Context) -> Message:
             "client": client,
             "train_loss": float(loss),
             "train_acc": float(acc),
-            "params_down_bytes": down,
+            "params_down_bytes": record_nbytes(received),
+            "received_digest": record_digest(received),
             "params_up_bytes": record_nbytes(arrays),
             "seconds": time.perf_counter() - start,
         }

@@ -99,6 +99,7 @@ def prepare(cfg: SimulateConfig, sink: Path) -> Prepared:
 def _init_ray(cfg: SimulateConfig) -> None:
     import ray
 
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a FutureWarning
     if not ray.is_initialized():
         ray.init(
             namespace=NAMESPACE,

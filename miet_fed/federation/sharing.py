@@ -7,6 +7,8 @@ head, FedAvg-like strategies everything, `local` nothing.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
@@ -50,7 +52,8 @@ def load_shared(net: EdgeNetwork, record: ArrayRecord, part: str) -> None:
     if set(received) != expected:
         raise ValueError(
             f"received keys do not match the shared part '{part}': "
-            f"missing {sorted(expected - set(received))[:3]}, extra {sorted(set(received) - expected)[:3]}"
+            f"missing {sorted(expected - set(received))[:3]}, "
+            f"extra {sorted(set(received) - expected)[:3]}"
         )
     net.load_state_dict(received, strict=False)
 
@@ -58,3 +61,12 @@ def load_shared(net: EdgeNetwork, record: ArrayRecord, part: str) -> None:
 def record_nbytes(record: ArrayRecord) -> int:
     """Serialized payload bytes of an ArrayRecord (the tensors' data, as Flower ships them)."""
     return sum(len(a.data) for a in record.values())
+
+
+def record_digest(record: ArrayRecord) -> int:
+    """A 48-bit fingerprint of the arrays (fits a float metric exactly): equal arrays, equal id."""
+    h = hashlib.sha256()
+    for key in sorted(record):
+        h.update(key.encode())
+        h.update(record[key].data)
+    return int(h.hexdigest()[:12], 16)

@@ -1,7 +1,8 @@
 """The run spec: everything a ClientApp or ServerApp process needs to know about a simulation.
 
 The runner writes it once as JSON (config, partitions, paths); apps in any process (threads of
-`run_simulation`, Ray workers, `flwr run` subprocesses) read it by path. It is plain data, no pickle.
+`run_simulation`, Ray workers, `flwr run` subprocesses) read it by path.
+It is plain data, no pickle.
 """
 
 from __future__ import annotations

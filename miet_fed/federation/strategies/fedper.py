@@ -1,4 +1,4 @@
-"""`fedper`: share the attention body, keep the classifier head personal (Arivazhagan et al., 2019)."""
+"""`fedper`: share the attention body, keep the head personal (Arivazhagan et al., 2019)."""
 
 from miet_fed.federation.strategies import STRATEGIES, FedStrategy
 
