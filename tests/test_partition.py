@@ -151,10 +151,11 @@ def test_split_is_stratified_and_singletons_train():
 
 def test_split_too_small_client_names_it():
     labels = np.arange(100) % 5
-    parts = [np.arange(0, 50), np.arange(50, 53)]
-    with pytest.raises(MietError, match=r"client 1 has 3 images .*fed\.num_clients.*alpha.*iid"):
+    parts = [np.arange(0, 50), np.arange(50, 52)]
+    with pytest.raises(MietError, match=r"client 1 has 2 images .*fed\.num_clients.*alpha.*iid"):
         split_clients(parts, labels, 0.2, 2, 1, seed=0)
-    with pytest.raises(MietError, match=r"client 1 has 3 images \(3 train"):
+    parts = [np.arange(0, 50), np.arange(50, 53)]
+    with pytest.raises(MietError, match=r"client 1 has 3 images \(2 train"):
         split_clients(parts, labels, 0.2, 4, 0, seed=0)
 
 
@@ -234,7 +235,7 @@ def test_bad_test_fraction(pool, fraction):
 def test_make_clients_too_small_clients(pool):
     ids, labels = pool
     with pytest.raises(MietError, match=r"client \d+ has \d+ images .*fed\.partition=iid"):
-        make_clients(ids[:100], labels, 50, "iid", 1.0, 1, 0.2, 1, 1, 0)
+        make_clients(ids[:100], labels, 50, "iid", 1.0, 1, 0.2, 2, 1, 0)
 
 
 def test_errors_are_one_line(pool):
@@ -247,3 +248,9 @@ def test_errors_are_one_line(pool):
         with pytest.raises(MietError) as info:
             case()
         assert "\n" not in str(info.value)
+
+
+def test_tiny_client_still_gets_one_test_image():
+    labels = np.arange(100) % 5
+    (small,) = split_clients([np.array([50, 51, 52])], labels, 0.2, 2, 1, seed=0)
+    assert len(small.train) == 2 and len(small.test) == 1

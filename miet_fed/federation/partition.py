@@ -197,8 +197,8 @@ def _split_one(
     """One client's ids -> (train, test), both sorted int64.
 
     One random image of every class with >= 2 images is kept for training, as is every image of a
-    single-image class; the test set is a stratified sample of round(test_fraction * n) of the
-    rest. So a class present on the client is never test-only.
+    single-image class; the test set is a stratified sample of round(test_fraction * n) (at least
+    one) of the rest, so a class is test-only only on clients too small to avoid it.
     """
     own = labels[ids]
     classes, inverse, counts = np.unique(own, return_inverse=True, return_counts=True)
@@ -207,10 +207,16 @@ def _split_one(
         members = np.flatnonzero(inverse == c)
         keep[members if counts[c] == 1 else rng.choice(members, size=1)] = True
     spare = np.flatnonzero(~keep)
-    n_test = min(int(np.floor(test_fraction * len(ids) + 0.5)), len(spare))
+    want = int(np.floor(test_fraction * len(ids) + 0.5))
+    if test_fraction > 0 and len(ids) >= 2:
+        want = max(want, 1)  # a tiny client still gets one test image for personal evaluation
+    n_test = min(want, len(spare))
     is_test = np.zeros(len(ids), dtype=bool)
     if n_test:
         is_test[spare[stratified_sample(own[spare], n_test, rng)]] = True
+    if want > n_test:  # too few spare images: take the rest from the kept ones, at random
+        kept = np.flatnonzero(keep)
+        is_test[rng.choice(kept, size=min(want - n_test, len(kept) - 1), replace=False)] = True
     return np.sort(ids[~is_test]), np.sort(ids[is_test])
 
 

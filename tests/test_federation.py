@@ -1,0 +1,150 @@
+"""Federated simulations on Flower + Ray with the real backbone: what each strategy shares,
+that every client starts a round from the same received arrays, and that the backbone runs once
+per unique image whatever the rounds and clients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from miet_fed.cli import main
+from miet_fed.federation.strategies import STRATEGIES
+
+pytestmark = pytest.mark.slow
+
+DIM, CLASSES = 384, 10  # DINOv2 ViT-S/14, animal-mnist
+# LAE head: Linear(2*dim -> classes) on [CLS, mean token]; computed here by hand, not by the code.
+HEAD_BYTES = (2 * DIM * CLASSES + CLASSES) * 4
+REAL_SMALL = [
+    "--dataset",
+    "animal-mnist",
+    "--img-size",
+    "56",
+    "--k",
+    "9",
+    "--set",
+    "data.n_train=400",
+    "--set",
+    "data.n_test=100",
+    "--set",
+    "fed.num_clients=20",
+    "--set",
+    "fed.partition=dirichlet",
+    "--set",
+    "fed.alpha=0.3",
+    "--set",
+    "fed.rounds=2",
+    "--set",
+    "train.epochs=1",
+]
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("fed-cache")
+
+
+def _simulate(capsys, *args: str) -> dict:
+    assert main(["simulate", *args, "--quiet", "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _all_bytes(strategy_run: pd.DataFrame) -> int:
+    from miet_fed.config import EdgeConfig
+    from miet_fed.edge.networks import build_edge_network
+
+    net = build_edge_network("lae", "tokens", (17, DIM), CLASSES, EdgeConfig())
+    return sum(t.numel() * 4 for t in net.state_dict().values())
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_strategy_shares_what_it_claims(strategy, shared_cache, monkeypatch, capsys):
+    monkeypatch.setenv("MIET_FED_CACHE", str(shared_cache))
+    s = _simulate(capsys, *REAL_SMALL, "--set", f"fed.strategy={strategy}", "--out", "results/r")
+    assert s["failures"] == 0 and s["num_clients"] == 20
+    clients = pd.read_csv(Path("results/r/clients.csv"))
+    assert sorted(clients["round"].unique()) == [1, 2]
+    assert len(clients[clients["round"] == 1]) == 20  # every sampled client trained in round 1
+    assert 0.0 <= s["personal_acc"] <= 1.0
+
+    total = _all_bytes(clients)
+    expected = {
+        "local": 0,
+        "fedper": total - HEAD_BYTES,
+        "fedrep": total - HEAD_BYTES,
+        "fedbabu": total - HEAD_BYTES,
+        "lg-fedavg": HEAD_BYTES,
+    }.get(strategy, total)
+    assert set(clients.params_up_bytes) == {expected}
+    assert set(clients.params_down_bytes) == {expected}
+    # All clients of a round start from one received model (the same arrays, bit for bit).
+    assert (clients.groupby("round").received_digest.nunique() == 1).all()
+    if expected:  # and the shared model changes between rounds
+        assert clients.received_digest.nunique() == 2
+    has_global = strategy in {"fedavg", "fedavgm", "fedprox", "fedadam", "ditto"}
+    assert (s["global_acc"] is not None) == has_global
+    parts = pd.read_csv(Path("results/r/partitions.csv"))
+    assert len(parts) == 20 and parts.n_train.min() >= 2 and parts.n_test.min() >= 1
+
+
+def test_backbone_runs_once_per_unique_image(capsys):
+    s = _simulate(capsys, *REAL_SMALL, "--set", "fed.rounds=3", "--set", "fed.strategy=fedavg")
+    assert s["backbone_forwards"] == s["unique_images"] == 500
+    assert s["features_via_actor"] is True
+    # Clients fetched their features many times over: all of it from the actor's cache.
+    assert s["cache_hits"] >= 3 * 400
+    again = _simulate(capsys, *REAL_SMALL, "--set", "fed.strategy=local")
+    assert again["backbone_forwards"] == 0
+
+
+def test_fedavg_beats_chance_and_local_learns(shared_cache, monkeypatch, capsys):
+    monkeypatch.setenv("MIET_FED_CACHE", str(shared_cache))
+    s = _simulate(capsys, *REAL_SMALL, "--set", "fed.strategy=fedavg", "--set", "fed.rounds=4")
+    assert s["global_acc"] > 0.3  # 10 classes, Dirichlet(0.3) clients: chance is 0.1
+
+
+def test_thousand_registered_clients_ten_sampled(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = 4001
+    y = np.arange(n) % 3
+    x = (rng.integers(0, 60, size=(n, 16, 16)) + (y * 60)[:, None, None]).astype(np.uint8)
+    np.savez(tmp_path / "pool.npz", x=x, y=y)
+    s = _simulate(
+        capsys,
+        "--dataset",
+        f"npz:{tmp_path / 'pool.npz'}",
+        "--model",
+        "vit_tiny_patch16_224",
+        "--weights",
+        "random",
+        "--img-size",
+        "32",
+        "--set",
+        "data.n_train=4000",
+        "--set",
+        "data.n_test=1",
+        "--set",
+        "fed.num_clients=1000",
+        "--set",
+        "fed.clients_per_round=10",
+        "--set",
+        "fed.partition=iid",
+        "--set",
+        "fed.test_fraction=0.25",
+        "--set",
+        "fed.rounds=2",
+        "--set",
+        "fed.strategy=fedper",
+        "--set",
+        "train.epochs=1",
+        "--out",
+        "results/big",
+    )
+    clients = pd.read_csv(Path("results/big/clients.csv"))
+    assert s["failures"] == 0
+    assert clients.groupby("round").train_acc.count().tolist() == [10, 10]
+    assert len(pd.read_csv(Path("results/big/partitions.csv"))) == 1000
