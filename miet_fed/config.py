@@ -160,7 +160,9 @@ class SimulateConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=16, lr=3e-3))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=5, batch_size=16, lr=3e-3)
+    )
     fed: FedConfig = field(default_factory=FedConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -24,6 +24,7 @@ from miet_fed.federation.sharing import (
     record_digest,
     record_nbytes,
     record_to_state,
+    record_wire_bytes,
     state_to_record,
 )
 from miet_fed.federation.spec import RunSpec, load_spec
@@ -112,8 +113,10 @@ def train(msg: Message, context: Context) -> Message:
             "train_loss": float(loss),
             "train_acc": float(acc),
             "params_down_bytes": record_nbytes(received),
+            "params_down_wire_bytes": record_wire_bytes(received),
             "received_digest": record_digest(received),
             "params_up_bytes": record_nbytes(arrays),
+            "params_up_wire_bytes": record_wire_bytes(arrays),
             "seconds": time.perf_counter() - start,
         }
     )

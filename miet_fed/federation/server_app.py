@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from miet_fed.edge.train import evaluate
@@ -94,7 +94,8 @@ def make_flower_strategy(strategy: FedStrategy, spec: RunSpec, recorder: Recorde
         def aggregate_train(self, server_round, replies):  # noqa: ANN001
             replies = list(replies)
             recorder.replies("train", server_round, replies)
-            return super().aggregate_train(server_round, replies)
+            arrays, metrics = super().aggregate_train(server_round, replies)
+            return as_float32(arrays), metrics
 
         def aggregate_evaluate(self, server_round, replies):  # noqa: ANN001
             replies = list(replies)
@@ -110,6 +111,19 @@ def make_flower_strategy(strategy: FedStrategy, spec: RunSpec, recorder: Recorde
         min_evaluate_nodes=m,
         min_available_nodes=n,  # round 1 waits until every supernode registered
         **strategy.flower_kwargs(fed),
+    )
+
+
+def as_float32(arrays: ArrayRecord | None) -> ArrayRecord | None:
+    """Flower's FedOpt strategies return float64 arrays; the edge network is float32, and
+    sending it float64 would double the downlink for nothing."""
+    if arrays is None:
+        return None
+    return ArrayRecord(
+        {
+            k: Array(v.numpy().astype(np.float32)) if v.dtype == "float64" else v
+            for k, v in arrays.items()
+        }
     )
 
 

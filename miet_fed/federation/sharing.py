@@ -59,7 +59,12 @@ def load_shared(net: EdgeNetwork, record: ArrayRecord, part: str) -> None:
 
 
 def record_nbytes(record: ArrayRecord) -> int:
-    """Serialized payload bytes of an ArrayRecord (the tensors' data, as Flower ships them)."""
+    """Tensor bytes of an ArrayRecord: elements x itemsize, what the cost model prices."""
+    return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in record.values())
+
+
+def record_wire_bytes(record: ArrayRecord) -> int:
+    """Bytes as Flower serializes the arrays (numpy .npy format: each array adds a header)."""
     return sum(len(a.data) for a in record.values())
 
 
