@@ -8,6 +8,7 @@ cloud backbone actor. Only the part the strategy shares crosses the network.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -98,10 +99,21 @@ def _persist(context: Context, job: LocalJob) -> None:
         context.state[EXTRA + key] = state_to_record(state)
 
 
+FAULT_ENV = "MIET_FED_INJECT_FAULT"  # "client:round[,client:round...]": raise there (tests)
+
+
+def _maybe_fail(client: int, server_round: int) -> None:
+    """Fault injection for reliability tests: a client that raises mid-round, on purpose."""
+    wanted = os.environ.get(FAULT_ENV, "")
+    if f"{client}:{server_round}" in {w.strip() for w in wanted.split(",")}:
+        raise RuntimeError(f"injected fault in client {client}, round {server_round}")
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     start = time.perf_counter()
     job, spec, client, received = _job(msg, context)
+    _maybe_fail(client, int(msg.content["config"]["server-round"]))
     strategy = get_strategy(spec.config.fed.strategy)
     loss, acc = strategy.local_update(job)
     _persist(context, job)
