@@ -148,3 +148,50 @@ def test_thousand_registered_clients_ten_sampled(tmp_path, capsys):
     assert s["failures"] == 0
     assert clients.groupby("round").train_acc.count().tolist() == [10, 10]
     assert len(pd.read_csv(Path("results/big/partitions.csv"))) == 1000
+
+
+def _tiny_sim_args(tmp_path: Path) -> list[str]:
+    rng = np.random.default_rng(1)
+    y = np.arange(120) % 3
+    x = (rng.integers(0, 60, size=(120, 16, 16)) + (y * 60)[:, None, None]).astype(np.uint8)
+    np.savez(tmp_path / "small.npz", x=x, y=y)
+    return [
+        "--dataset",
+        f"npz:{tmp_path / 'small.npz'}",
+        "--model",
+        "vit_tiny_patch16_224",
+        "--weights",
+        "random",
+        "--img-size",
+        "32",
+        "--set",
+        "data.n_train=80",
+        "--set",
+        "data.n_test=20",
+        "--set",
+        "fed.num_clients=4",
+        "--set",
+        "fed.rounds=2",
+        "--set",
+        "fed.partition=iid",
+        "--set",
+        "fed.strategy=fedavg",
+        "--quiet",
+    ]
+
+
+def test_client_failure_is_reported_and_fails_the_run(tmp_path, monkeypatch, capsys):
+    from miet_fed.federation.client_app import FAULT_ENV
+
+    monkeypatch.setenv(FAULT_ENV, "2:1")
+    args = _tiny_sim_args(tmp_path)
+    assert main(["simulate", *args, "--out", "results/f"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "1 client replies failed" in err and "fed.allow_failures=true" in err
+    failures = pd.read_csv(Path("results/f/failures.csv"))
+    assert failures["round"].tolist() == [1] and "injected fault" in failures.error[0]
+    s = _simulate(capsys, *args, "--set", "fed.allow_failures=true", "--out", "results/g")
+    assert s["failures"] == 1
+    rounds = pd.read_csv(Path("results/g/rounds.csv"))
+    rounds = rounds[rounds["round"] >= 1]  # round 0: the initial global model, before training
+    assert rounds.failures.tolist() == [1, 0] and rounds.clients_trained.tolist() == [3, 4]

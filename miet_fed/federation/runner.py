@@ -296,28 +296,80 @@ def finalize(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str
 
 
 def run_from_flwr(grid: Any, context: Any) -> None:
-    """`flwr run .`: the ServerApp prepares the run itself from pyproject's app config."""
+    """`flwr run .`: the ServerApp prepares the run itself from pyproject's app config.
+
+    `context.run_config` holds `config` (a TOML path; relative paths resolve against the app's
+    root, i.e. the folder holding `miet_fed/` and `configs/`, which under `flwr run` is Flower's
+    installed copy of the app, then against the working directory; "" means built-in defaults)
+    and `overrides` ("section.key=value" pairs separated by commas). The federation's SuperNodes
+    must number exactly `fed.num_clients`: Flower picks that count (`--federation-config
+    num-supernodes=N`), not this config, so a mismatch stops the run before any work is done.
+    A relative `run.out` (and the default `results/<name>`) resolves against the ServerApp
+    process's working directory: the folder the local SuperLink was started from.
+    """
+    import miet_fed
     from miet_fed.config import load_config, parse_overrides
     from miet_fed.federation.actor import feature_source
     from miet_fed.federation.server_app import run_server
 
+    def config_path(text: str) -> Path | None:
+        if not text:
+            return None
+        path = Path(text).expanduser()
+        if path.is_absolute():
+            return path
+        app_root = Path(miet_fed.__file__).resolve().parent.parent
+        for base in (app_root, Path.cwd()):
+            if (base / path).is_file():
+                return base / path
+        raise MietError(
+            f"config file not found: {text} (looked in {app_root} and {Path.cwd()}); "
+            "pass an absolute path with --run-config 'config=\"/path/to/file.toml\"'"
+        )
+
+    def count_nodes(settle: float = 1.0, timeout: float = 60.0) -> int:
+        """Node count once it has stopped changing: SuperNodes register while we start."""
+        t_start = time.monotonic()
+        seen, since = -1, t_start
+        while True:
+            n, now = len(list(grid.get_node_ids())), time.monotonic()
+            if n != seen:
+                seen, since = n, now
+            if (n and now - since >= settle) or now - t_start >= timeout:
+                return n
+            time.sleep(0.1)
+
     rc = context.run_config
-    path = Path(str(rc.get("config", "configs/simulate.toml")))
     pairs = [p.strip() for p in str(rc.get("overrides", "")).split(",") if p.strip()]
-    cfg = load_config(SimulateConfig, path if path.exists() else None, parse_overrides(pairs))
+    path = config_path(str(rc.get("config", "configs/simulate.toml")).strip())
+    cfg = load_config(SimulateConfig, path, parse_overrides(pairs))
+    check_names(cfg)
+    n_nodes = count_nodes()
+    if n_nodes != cfg.fed.num_clients:
+        raise MietError(
+            f"the federation has {n_nodes} SuperNodes but fed.num_clients = "
+            f"{cfg.fed.num_clients}: one client per SuperNode. Run `flwr run . --federation-config "
+            f"'num-supernodes={cfg.fed.num_clients}'`, or set fed.num_clients={n_nodes} "
+            "in the run config's overrides"
+        )
     t0 = time.perf_counter()
-    out = run_path(cfg.run.out, default_name(cfg))
+    out = run_path(cfg.run.out, default_name(cfg)).absolute()
     with atomic_dir(out) as tmp:
         prep = prepare(cfg, tmp)
         spec_path = tmp / "spec.json"
         prep.spec.save(spec_path)
         prep.partitions.to_csv(tmp / "partitions.csv", index=False)
+        t1 = time.perf_counter()
         computed = feature_source(str(spec_path)).ensure(prep.used_ids)
+        timings = {"features_computed": computed, "extract_seconds": time.perf_counter() - t1}
+        t2 = time.perf_counter()
         run_server(grid, str(spec_path))
-        finalize(
-            prep.spec,
-            tmp,
-            {"features_computed": computed, "wall_seconds": time.perf_counter() - t0},
-        )
+        timings["simulation_seconds"] = time.perf_counter() - t2
+        summary = finalize(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
         (tmp / "config.toml").write_text(to_toml(cfg))
-    print(f"results: {out}")
+    print(f"results: {out}", flush=True)
+    if summary["failures"] and not cfg.fed.allow_failures:
+        raise MietError(
+            f"{summary['failures']} client replies failed (see {out}/clients.csv); "
+            "set fed.allow_failures=true to accept a run with failures"
+        )

@@ -55,7 +55,11 @@ class Recorder:
             row: dict[str, Any] = {"round": server_round, "phase": phase}
             if msg.has_error():
                 self.failures += 1
-                row.update(node=int(msg.metadata.src_node_id), error=str(msg.error.reason)[:300])
+                lines = [ln.strip() for ln in str(msg.error.reason).splitlines() if ln.strip()]
+                row.update(
+                    node=int(msg.metadata.src_node_id),
+                    error=(lines[-1] if lines else "unknown error")[:300],
+                )
             else:
                 metrics = next(iter(msg.content.metric_records.values()))
                 row.update({k: v for k, v in metrics.items()})
