@@ -111,19 +111,47 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
 }
 
 
+#: Commands with arguments of their own: name -> module exposing
+#: `HELP: str`, `add_arguments(parser)` and `run(args) -> int` (imported lazily).
+TOOL_COMMANDS: dict[str, str] = {
+    "cost": "miet_fed.comm.cost_cli",
+    "sweep": "miet_fed.sweep",
+    "report": "miet_fed.report",
+}
+
+
+def _tool(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(TOOL_COMMANDS[name])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="miet-fed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, (_, help_text, default_config) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_common(p, default_config)
+    for name in TOOL_COMMANDS:
+        try:
+            module = _tool(name)
+        except ModuleNotFoundError:
+            continue  # not built yet in this revision
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command in COMMANDS:
+        return COMMANDS[args.command][0](args)
+    return _tool(args.command).run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command][0](args)
+        return _run(args)
     except MietError as exc:
         print(f"miet-fed: error: {exc}", file=sys.stderr)
         return 2
