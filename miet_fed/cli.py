@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in TOOL_COMMANDS:
         try:
             module = _tool(name)
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as exc:
+            if exc.name != TOOL_COMMANDS[name]:
+                raise
             continue  # not built yet in this revision
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
