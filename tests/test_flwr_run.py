@@ -1,0 +1,165 @@
+"""`flwr run .`: Flower's own CLI runs our ServerApp and ClientApp from pyproject's [tool.flwr.app].
+
+The slow test runs the real command on a tiny random ViT. `flwr run` starts a detached local
+SuperLink that outlives it (and holds a Ray cluster while a run is on), so each test gets its own
+FLWR_HOME and port, and afterwards stops every process whose environment carries that FLWR_HOME:
+exactly the processes the test started, nothing else on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from miet_fed.errors import MietError
+from miet_fed.federation.runner import run_from_flwr
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TINY = "model.name=vit_tiny_patch16_224,model.weights=random,model.img_size=32"
+
+
+class _Grid:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def get_node_ids(self) -> list[int]:
+        return list(range(100, 100 + self.n))
+
+
+def _context(overrides: str, config: str = "configs/simulate.toml") -> SimpleNamespace:
+    return SimpleNamespace(run_config={"config": config, "overrides": overrides})
+
+
+def test_node_count_mismatch_is_a_clear_error(tiny_npz):
+    ctx = _context(f"data.dataset=npz:{tiny_npz},{TINY},fed.num_clients=3")
+    with pytest.raises(MietError, match=r"2 SuperNodes but fed.num_clients = 3.*num-supernodes=3"):
+        run_from_flwr(_Grid(2), ctx)
+    assert not Path("results").exists()
+
+
+def test_missing_config_file_is_an_error():
+    with pytest.raises(MietError, match="config file not found: configs/nope.toml"):
+        run_from_flwr(_Grid(2), _context("", config="configs/nope.toml"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _started_by(marker: str) -> list[int]:
+    """Our processes whose environment holds `marker` (the SuperLink and all it started)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in env:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _stop_all(marker: str) -> list[int]:
+    """SIGTERM, then SIGKILL what is left; returns the pids that needed the SIGKILL."""
+    killed: list[int] = []
+    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        pids = _started_by(marker)
+        if not pids:
+            break
+        if sig == signal.SIGKILL:
+            killed = pids
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while _started_by(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return killed
+
+
+def _flwr(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "flwr"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="cleanup reads /proc")
+def test_flwr_run_end_to_end(tmp_path, tiny_npz):
+    home = tmp_path / "flwr-home"
+    out = tmp_path / "out" / "run"
+    env = dict(
+        os.environ,  # MIET_FED_CACHE points into tmp_path (conftest)
+        FLWR_HOME=str(home),
+        FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(_free_port()),
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        FLWR_TELEMETRY_ENABLED="0",
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `flwr` starts `flower-superlink`
+    )
+    overrides = (
+        f"data.dataset=npz:{tiny_npz},{TINY},fed.num_clients=2,fed.rounds=2,"
+        f"data.n_train=60,data.n_test=20,run.out={out}"
+    )
+    marker = f"FLWR_HOME={home}"
+    try:
+        res = _flwr(
+            [
+                "run",
+                ".",
+                "--stream",
+                "--federation-config",
+                "num-supernodes=2 client-resources-num-cpus=1",
+                "--run-config",
+                f'overrides="{overrides}"',
+            ],
+            env,
+            timeout=240,
+        )
+        log = res.stdout + res.stderr
+        assert res.returncode == 0, log
+        run_id = log.split("Successfully started run ")[1].split()[0]
+        # `flwr run --stream` exits 0 even when the ServerApp raised: ask the SuperLink.
+        ls = _flwr(["ls", "--run-id", run_id, "--format", "json"], env, timeout=60)
+        status = json.loads(ls.stdout)["runs"][0]
+        assert status["status"] == "finished:completed", (status, log)
+    finally:
+        forced = _stop_all(marker)
+    assert not _started_by(marker)
+    assert not forced, f"processes ignored SIGTERM: {forced}"
+
+    assert f"results: {out}" in log
+    assert "round 2/2" in log
+    for name in ("summary.json", "clients.csv", "rounds.csv", "partitions.csv", "config.toml"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failures"] == 0
+    assert summary["rounds"] == 2 and summary["num_clients"] == 2
+    assert summary["model"] == "vit_tiny_patch16_224"
+    assert summary["features_via_actor"] is False  # no actor under `flwr run`: the disk cache
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert rounds["round"].tolist() == [1, 2]
+    assert (rounds["failures"] == 0).all()
+    clients = pd.read_csv(out / "clients.csv")
+    assert sorted(clients["client"].unique()) == [0, 1]
