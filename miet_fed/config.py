@@ -154,6 +154,19 @@ class FedConfig:
 
 
 @dataclass(frozen=True)
+class LinkConfig:
+    up_mbps: float = _h(10.0, "device uplink bandwidth, Mbit/s (median across clients)")
+    down_mbps: float = _h(50.0, "device downlink bandwidth, Mbit/s (median across clients)")
+    latency_ms: float = _h(50.0, "one-way latency per message, ms")
+    spread: float = _h(0.0, "log-normal sigma of per-client bandwidth (0 = identical links)")
+
+    def __post_init__(self) -> None:
+        _require(self.up_mbps > 0 and self.down_mbps > 0, "link bandwidths must be > 0")
+        _require(self.latency_ms >= 0, f"link.latency_ms must be >= 0, got {self.latency_ms}")
+        _require(self.spread >= 0, f"link.spread must be >= 0, got {self.spread}")
+
+
+@dataclass(frozen=True)
 class SimulateConfig:
     """`miet-fed simulate`: many edge clients, one cloud backbone actor, a Flower strategy."""
 
@@ -164,6 +177,7 @@ class SimulateConfig:
         default_factory=lambda: TrainConfig(epochs=5, batch_size=16, lr=3e-3)
     )
     fed: FedConfig = field(default_factory=FedConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -302,6 +316,7 @@ __all__ = [
     "DataConfig",
     "EdgeConfig",
     "FedConfig",
+    "LinkConfig",
     "SimulateConfig",
     "ModelConfig",
     "RunConfig",

@@ -48,3 +48,73 @@ def test_cost_module_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---- Edge network parameter counts: the formulas against the real torch modules ----------------
+
+EDGE_CASES = [
+    ("lae", (65, 384), 10, 32, 2, 4, "cls+mean"),
+    ("lae", (197, 768), 100, 64, 3, 8, "mean"),
+    ("lae", (5, 16), 2, 4, 0, 2, "cls"),
+    ("linear", (65, 384), 10, 32, 2, 4, "cls+mean"),
+    ("linear", (65, 384), 7, 32, 2, 4, "cls"),
+    ("linear", (384,), 10, 32, 2, 4, "cls+mean"),  # vector payload: no pooling
+    ("ladder", (13, 65, 384), 10, 32, 2, 4, "cls+mean"),
+    ("ladder", (1, 9, 24), 3, 8, 2, 2, "mean"),  # k=0: one map, no block
+    ("ladder", (4, 17, 48), 5, 12, 1, 3, "cls"),
+]
+
+
+@pytest.mark.parametrize("case", EDGE_CASES, ids=lambda c: f"{c[0]}-{'x'.join(map(str, c[1]))}")
+def test_edge_param_counts_match_torch_networks(case):
+    from miet_fed.config import EdgeConfig
+    from miet_fed.edge.networks import build_edge_network
+
+    edge, shape, classes, rank, blocks, heads, pool = case
+    kind = {1: "vector", 2: "tokens", 3: "layers"}[len(shape)]
+    cfg = EdgeConfig(name=edge, rank=rank, blocks=blocks, heads=heads, pool=pool)
+    net = build_edge_network(edge, kind, shape, classes, cfg)
+    state = net.state_dict()
+    head = sum(state[k].numel() for k in net.head_keys())
+    body = sum(state[k].numel() for k in net.body_keys())
+    counts = cost.edge_param_counts(edge, shape, classes, rank, blocks, heads, pool)
+    assert counts == {"head": head, "body": body, "total": head + body}
+    assert counts["total"] == sum(p.numel() for p in net.parameters())
+
+
+def test_edge_param_counts_reject_bad_input():
+    with pytest.raises(MietError, match="unknown edge network 'mlp'; valid: ladder, lae, linear"):
+        cost.edge_param_counts("mlp", (5, 8), 2, 4, 1, 2, "cls")
+    with pytest.raises(MietError, match="cannot read a payload"):
+        cost.edge_param_counts("lae", (8,), 2, 4, 1, 2, "cls")
+    with pytest.raises(MietError, match="divisible"):
+        cost.edge_param_counts("lae", (5, 8), 2, 6, 1, 4, "cls")
+    with pytest.raises(MietError, match="unknown edge pool"):
+        cost.edge_param_counts("lae", (5, 8), 2, 4, 1, 2, "max")
+
+
+def test_shared_params_and_run_bytes():
+    counts = cost.edge_param_counts("lae", (65, 384), 10, 32, 2, 4, "cls+mean")
+    assert [cost.shared_params(counts, s) for s in cost.SHARE_PARTS] == [
+        counts["total"],
+        counts["body"],
+        counts["head"],
+        0,
+    ]
+    with pytest.raises(MietError, match="unknown shared part"):
+        cost.shared_params(counts, "tail")
+    body = cost.shared_params(counts, "body")
+    assert cost.run_param_bytes(body, 5, 3) == cost.weight_exchange_bytes(body, 5, 3)
+    assert cost.run_param_bytes(body, [5, 4, 5], 3) == 2 * 14 * body * 4
+    assert cost.run_param_bytes(body, [5, 4], 2, bytes_per_param=2) == 2 * 9 * body * 2
+    with pytest.raises(ValueError, match="3 rounds"):
+        cost.run_param_bytes(body, [5, 4], 3)
+
+
+def test_edge_param_counts_do_not_import_torch():
+    code = (
+        "import sys, miet_fed.comm.cost as c; c.edge_param_counts('ladder',(3,5,8),2,4,1,2,'cls'); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

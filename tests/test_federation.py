@@ -87,6 +87,14 @@ def test_strategy_shares_what_it_claims(strategy, shared_cache, monkeypatch, cap
         assert clients.received_digest.nunique() == 2
     has_global = strategy in {"fedavg", "fedavgm", "fedprox", "fedadam", "ditto"}
     assert (s["global_acc"] is not None) == has_global
+    # The ledger (bytes the clients measured) equals the cost model, kind by kind.
+    assert s["ledger_equals_model"], (s["bytes_by_kind"], s["model_bytes_by_kind"])
+    assert s["bytes_by_kind"]["feature"] == s["pool_images"] * 17 * DIM * 4  # once per image
+    assert s["bytes_by_kind"]["image"] == s["pool_images"] * 28 * 28  # uint8 grey, once
+    ledger = pd.read_csv(Path("results/r/ledger.csv"))
+    assert set(ledger.kind) <= {"image", "feature", "params", "metrics"}
+    assert not ledger[ledger.kind.isin(["image", "feature"])].duplicated(["client", "kind"]).any()
+    assert ledger[ledger.kind == "params"].empty == (strategy == "local")
     parts = pd.read_csv(Path("results/r/partitions.csv"))
     assert len(parts) == 20 and parts.n_train.min() >= 2 and parts.n_test.min() >= 1
 
@@ -195,3 +203,39 @@ def test_client_failure_is_reported_and_fails_the_run(tmp_path, monkeypatch, cap
     rounds = pd.read_csv(Path("results/g/rounds.csv"))
     rounds = rounds[rounds["round"] >= 1]  # round 0: the initial global model, before training
     assert rounds.failures.tolist() == [1, 0] and rounds.clients_trained.tolist() == [3, 4]
+
+
+@pytest.mark.parametrize(
+    ("gather", "edge", "dtype"),
+    [
+        ("last", "lae", "fp16"),
+        ("cls", "linear", "int8"),
+        ("all", "ladder", "bf16"),
+        ("sum", "linear", "int8"),
+    ],
+)
+def test_ledger_equals_model_for_each_gather_and_dtype(gather, edge, dtype, tmp_path, capsys):
+    from miet_fed.comm.cost import feature_bytes_per_image
+
+    args = _tiny_sim_args(tmp_path)
+    s = _simulate(
+        capsys,
+        *args,
+        "--gather",
+        gather,
+        "--edge",
+        edge,
+        "--k",
+        "3",
+        "--set",
+        f"model.dtype={dtype}",
+        "--set",
+        "fed.clients_per_round=3",
+        "--out",
+        "results/l",
+    )
+    assert s["ledger_equals_model"], (s["bytes_by_kind"], s["model_bytes_by_kind"])
+    assert s["feature_bytes_per_image"] == feature_bytes_per_image(gather, 5, 192, 3, dtype)
+    rounds = pd.read_csv(Path("results/l/rounds.csv"))
+    assert rounds.bytes_cum.iloc[-1] == s["total_bytes"]
+    assert (rounds[rounds["round"] >= 1].comm_seconds > 0).all()

@@ -13,9 +13,11 @@ import time
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.serde import metric_record_to_proto
 
+from miet_fed.comm import codec
 from miet_fed.edge.networks import EdgeNetwork, build_edge_network
 from miet_fed.edge.train import Optim
 from miet_fed.federation.actor import feature_source
@@ -93,6 +95,29 @@ def _job(msg: Message, context: Context) -> tuple[LocalJob, RunSpec, int, ArrayR
     return job, spec, client, received_record
 
 
+CONTACTED = "contacted"  # context.state key: the device already uploaded images, got features
+
+
+def _first_contact(context: Context, job: LocalJob, spec: RunSpec) -> dict[str, int]:
+    """Images go up and features come down once per device: the edge caches its payloads."""
+    if CONTACTED in context.state:
+        return {"images_up_bytes": 0, "features_down_bytes": 0}
+    context.state[CONTACTED] = ConfigRecord({"round": 1})
+    n_images = len(job.y_train) + len(job.y_test)
+    return {
+        "images_up_bytes": n_images * spec.image_bytes,
+        "features_down_bytes": codec.nbytes(job.x_train) + codec.nbytes(job.x_test),
+    }
+
+
+def _with_own_size(values: dict) -> MetricRecord:
+    """A MetricRecord that also reports its own serialized size (protobuf, as Flower sends it)."""
+    values = {**values, "metrics_up_bytes": 0}
+    for _ in range(3):  # the size field's own varint can change the size: iterate to a fixpoint
+        values["metrics_up_bytes"] = metric_record_to_proto(MetricRecord(values)).ByteSize()
+    return MetricRecord(values)
+
+
 def _persist(context: Context, job: LocalJob) -> None:
     context.state[NET] = state_to_record(job.net.state_dict())
     for key, state in job.extra.items():
@@ -118,12 +143,13 @@ def train(msg: Message, context: Context) -> Message:
     loss, acc = strategy.local_update(job)
     _persist(context, job)
     arrays = extract(job.net, strategy.share)
-    metrics = MetricRecord(
+    metrics = _with_own_size(
         {
             "num-examples": len(job.y_train),
             "client": client,
             "train_loss": float(loss),
             "train_acc": float(acc),
+            **_first_contact(context, job, spec),
             "params_down_bytes": record_nbytes(received),
             "params_down_wire_bytes": record_wire_bytes(received),
             "received_digest": record_digest(received),
@@ -137,14 +163,17 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    job, spec, client, _ = _job(msg, context)
+    job, spec, client, received = _job(msg, context)
     loss, acc = get_strategy(spec.config.fed.strategy).personal_eval(job)
-    metrics = MetricRecord(
+    metrics = _with_own_size(
         {
             "num-examples": len(job.y_test),
             "client": client,
             "personal_loss": float(loss),
             "personal_acc": float(acc),
+            **_first_contact(context, job, spec),
+            "params_down_bytes": record_nbytes(received),
+            "params_down_wire_bytes": record_wire_bytes(received),
         }
     )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -4,7 +4,6 @@ simulation, collects our own per-client rows, and writes the run folder atomical
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -22,11 +21,12 @@ from miet_fed.config import SimulateConfig, to_toml
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.edge.networks import check_pair
 from miet_fed.errors import MietError
+from miet_fed.federation.collect import collect
 from miet_fed.federation.partition import make_clients, partition_table
 from miet_fed.federation.spec import NAMESPACE, RunSpec
 from miet_fed.federation.strategies import get_strategy
 from miet_fed.paths import cache_dir
-from miet_fed.results import atomic_dir, run_path, slug, write_json
+from miet_fed.results import atomic_dir, run_path, slug
 
 
 def default_name(cfg: SimulateConfig) -> str:
@@ -79,7 +79,7 @@ def prepare(cfg: SimulateConfig, sink: Path) -> Prepared:
         1,
         cfg.run.seed,
     )
-    kind, shape, _ = payload_info(cfg.model)
+    kind, shape, feature_bytes = payload_info(cfg.model)
     spec = RunSpec(
         config=cfg,
         cache_root=str(cache_dir()),
@@ -91,6 +91,8 @@ def prepare(cfg: SimulateConfig, sink: Path) -> Prepared:
         num_classes=ds.num_classes,
         payload_kind=kind,
         payload_shape=shape,
+        image_bytes=int(ds.images[0].nbytes),
+        feature_bytes=feature_bytes,
     )
     used = np.unique(np.concatenate([split.train, split.test]))
     return Prepared(spec, partition_table(clients, ds.labels, ds.num_classes), used)
@@ -119,7 +121,7 @@ def run_simulate(cfg: SimulateConfig) -> dict[str, Any]:
         prep.spec.save(spec_path)
         prep.partitions.to_csv(tmp / "partitions.csv", index=False)
         timings = simulate_in_process(prep, str(spec_path))
-        summary = finalize(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
+        summary = collect(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
         (tmp / "config.toml").write_text(to_toml(cfg))
     summary["out"] = str(out)
     if summary["failures"] and not cfg.fed.allow_failures:
@@ -174,125 +176,6 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
         if ray.is_initialized():
             ray.shutdown()
     return timings
-
-
-def finalize(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str, Any]:
-    """rows.jsonl -> clients.csv (per round and client), rounds.csv, summary.json."""
-    from miet_fed.federation.server_app import ROWS
-
-    rows_path = folder / ROWS
-    if not rows_path.exists():
-        raise MietError("the simulation produced no results (the server app failed); see the log")
-    rows = pd.read_json(rows_path, lines=True)
-    rows_path.unlink()
-    cfg = spec.config
-    failed = (
-        rows[rows.get("error", pd.Series(index=rows.index, dtype=object)).notna()]
-        if "error" in rows
-        else rows.iloc[:0]
-    )
-    ok = rows.drop(index=failed.index)
-    train = ok[ok.phase == "train"].drop(columns=["phase"]).dropna(axis=1, how="all")
-    evals = ok[ok.phase == "evaluate"].drop(columns=["phase"]).dropna(axis=1, how="all")
-    server = ok[ok.phase == "server"].drop(columns=["phase"]).dropna(axis=1, how="all")
-    keys = ["round", "client"]
-    train = train.rename(columns={"num-examples": "n_train"})
-    evals = evals.rename(columns={"num-examples": "n_test"})
-    clients = pd.merge(train, evals, on=keys, how="outer") if len(evals) else train
-    for col in ("client", "n_train", "n_test"):
-        if col in clients:
-            clients[col] = clients[col].astype("Int64")
-    clients = clients.sort_values(keys).reset_index(drop=True)
-    clients.to_csv(folder / "clients.csv", index=False)
-    if len(failed):
-        failed.to_csv(folder / "failures.csv", index=False)
-
-    per_round = (
-        clients.groupby("round").agg(
-            clients_trained=("train_acc", "count"),
-            train_loss=("train_loss", "mean"),
-            personal_acc=("personal_acc", "mean"),
-            personal_acc_std=("personal_acc", "std"),
-            params_up_bytes=("params_up_bytes", "sum"),
-            params_down_bytes=("params_down_bytes", "sum"),
-        )
-        if "personal_acc" in clients
-        else clients.groupby("round").agg(
-            clients_trained=("train_acc", "count"), train_loss=("train_loss", "mean")
-        )
-    )
-    if "global_acc" in server:
-        per_round = per_round.join(server.set_index("round")[["global_acc"]], how="outer")
-    per_round["failures"] = failed.groupby("round").size() if len(failed) else 0
-    per_round["failures"] = per_round["failures"].fillna(0).astype(int)
-    per_round = per_round.reset_index()
-    per_round.to_csv(folder / "rounds.csv", index=False)
-
-    stats_path = folder / "backbone_stats.json"
-    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-    last = per_round[per_round["round"] == cfg.fed.rounds]
-    final_evals = (
-        clients[(clients["round"] == cfg.fed.rounds)]
-        if "personal_acc" in clients
-        else clients.iloc[:0]
-    )
-
-    def _value(frame: pd.DataFrame, col: str) -> float | None:
-        return (
-            float(frame[col].iloc[0])
-            if col in frame and len(frame) and pd.notna(frame[col].iloc[0])
-            else None
-        )
-
-    summary: dict[str, Any] = {
-        "command": "simulate",
-        "dataset": cfg.data.dataset,
-        "strategy": cfg.fed.strategy,
-        "num_clients": cfg.fed.num_clients,
-        "clients_per_round": cfg.fed.sampled,
-        "rounds": cfg.fed.rounds,
-        "partition": cfg.fed.partition,
-        "alpha": cfg.fed.alpha,
-        "model": cfg.model.name,
-        "weights": cfg.model.weights,
-        "img_size": cfg.model.img_size,
-        "gather": cfg.model.gather,
-        "k": cfg.model.k,
-        "dtype": cfg.model.dtype,
-        "edge": cfg.edge.name,
-        "seed": cfg.run.seed,
-        "personal_acc": _value(last, "personal_acc"),
-        "personal_acc_weighted": (
-            float(
-                np.average(
-                    final_evals.personal_acc.dropna(),
-                    weights=final_evals.n_test[final_evals.personal_acc.notna()],
-                )
-            )
-            if len(final_evals.dropna(subset=["personal_acc"]))
-            else None
-        ),
-        "global_acc": _value(last, "global_acc"),
-        "failures": int(len(failed)),
-        "pool_images": int(
-            sum(len(a) for a in spec.clients_train) + sum(len(a) for a in spec.clients_test)
-        ),
-        "unique_images": int(
-            len(
-                np.unique(
-                    np.concatenate([*spec.clients_train, *spec.clients_test, spec.global_test])
-                )
-            )
-        ),
-        "backbone_forwards": stats.get("backbone_forwards"),
-        "features_computed": int(timings.get("features_computed", 0)),
-        "cache_hits": stats.get("cache_hits"),
-        "bytes_served": stats.get("bytes_served"),
-        "features_via_actor": stats.get("via_actor"),
-        **{k: round(v, 3) for k, v in timings.items() if k.endswith("seconds")},
-    }
-    write_json(folder / "summary.json", summary)
-    return summary
 
 
 def run_from_flwr(grid: Any, context: Any) -> None:
@@ -365,7 +248,7 @@ def run_from_flwr(grid: Any, context: Any) -> None:
         t2 = time.perf_counter()
         run_server(grid, str(spec_path))
         timings["simulation_seconds"] = time.perf_counter() - t2
-        summary = finalize(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
+        summary = collect(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
         (tmp / "config.toml").write_text(to_toml(cfg))
     print(f"results: {out}", flush=True)
     if summary["failures"] and not cfg.fed.allow_failures:

@@ -24,12 +24,12 @@ from flwr.serverapp import Grid, ServerApp
 from miet_fed.edge.train import evaluate
 from miet_fed.federation.actor import feature_source
 from miet_fed.federation.client_app import init_network
+from miet_fed.federation.collect import ROWS
 from miet_fed.federation.sharing import extract, record_nbytes, record_to_state
 from miet_fed.federation.spec import RunSpec, load_spec
 from miet_fed.federation.strategies import FedStrategy, get_strategy
 
 SPEC_ENV = "MIET_FED_RUN_SPEC"
-ROWS = "rows.jsonl"
 
 app = ServerApp()
 

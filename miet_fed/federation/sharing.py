@@ -64,8 +64,10 @@ def record_nbytes(record: ArrayRecord) -> int:
 
 
 def record_wire_bytes(record: ArrayRecord) -> int:
-    """Bytes as Flower serializes the arrays (numpy .npy format: each array adds a header)."""
-    return sum(len(a.data) for a in record.values())
+    """Bytes of the record as Flower serializes it (protobuf of .npy-encoded arrays)."""
+    from flwr.common.serde import array_record_to_proto
+
+    return array_record_to_proto(record).ByteSize()
 
 
 def record_digest(record: ArrayRecord) -> int:

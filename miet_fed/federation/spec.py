@@ -33,6 +33,8 @@ class RunSpec:
     num_classes: int
     payload_kind: str
     payload_shape: tuple[int, ...]
+    image_bytes: int  # one raw image as the device holds it (uint8), uploaded once
+    feature_bytes: int  # one image's encoded payload, downloaded once
     actor: str = ACTOR_NAME
     namespace: str = NAMESPACE
 
@@ -50,6 +52,8 @@ class RunSpec:
             "num_classes": self.num_classes,
             "payload_kind": self.payload_kind,
             "payload_shape": list(self.payload_shape),
+            "image_bytes": self.image_bytes,
+            "feature_bytes": self.feature_bytes,
             "actor": self.actor,
             "namespace": self.namespace,
         }
@@ -74,6 +78,8 @@ def load_spec(path: str) -> RunSpec:
         num_classes=data["num_classes"],
         payload_kind=data["payload_kind"],
         payload_shape=tuple(data["payload_shape"]),
+        image_bytes=data["image_bytes"],
+        feature_bytes=data["feature_bytes"],
         actor=data["actor"],
         namespace=data["namespace"],
     )

@@ -1,0 +1,278 @@
+"""`miet-fed cost`: what crosses the network per image, for every gather and dtype of a timm ViT.
+
+The backbone is built on the meta device (`describe_vit`), so any timm ViT works without weights.
+Byte counts come from `miet_fed.comm.cost`, the same formulas the ledger is tested against. The
+table is reusable: `cost_report` returns plain data, `rows_frame`/`comparisons_frame` make tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from miet_fed.comm import cost
+from miet_fed.config import EdgeConfig, ModelConfig
+from miet_fed.errors import MietError
+
+HELP = "communication cost per image: every gather x dtype of a timm ViT (no weights needed)"
+
+GATHERS = ("sum", "last", "all", "cls")
+DTYPES = tuple(cost.DTYPE_BYTES)
+#: The gather each edge network is priced on unless --edge-gather says otherwise.
+EDGE_GATHER = {"lae": "sum", "linear": "cls", "ladder": "all"}
+_NUMERIC = {"k", "bytes_per_image", "bytes", "params", "vs_raw_image", "vs_gather_star_fp32"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    model, edge = ModelConfig(), EdgeConfig()
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.add_argument("--model", default=model.name, help="any timm ViT (no weights needed)")
+    parser.add_argument(
+        "--img-size", dest="img_size", type=int, default=model.img_size, help="input resolution"
+    )
+    parser.add_argument("--k", type=int, default=None, help="gather z_0 .. z_k; None = the depth")
+    parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated wire dtypes")
+    parser.add_argument("--gathers", default=",".join(GATHERS), help="comma-separated gathers")
+    parser.add_argument("--edge", default=edge.name, help="edge network priced for weight exchange")
+    parser.add_argument(
+        "--edge-gather",
+        dest="edge_gather",
+        default=None,
+        help="payload the edge network reads; None = lae:sum, linear:cls, ladder:all",
+    )
+    parser.add_argument("--rank", type=int, default=edge.rank, help="edge attention rank")
+    parser.add_argument("--blocks", type=int, default=edge.blocks, help="lae low-rank blocks")
+    parser.add_argument("--heads", type=int, default=edge.heads, help="edge attention heads")
+    parser.add_argument("--pool", default=edge.pool, help="edge pooling: cls, mean, cls+mean")
+    parser.add_argument("--classes", type=int, default=10, help="classes of the edge head")
+    parser.add_argument(
+        "--json", action="store_true", help="print the report as one JSON line last"
+    )
+
+
+def _names(text: str, flag: str) -> list[str]:
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise MietError(f"{flag} is empty; give a comma-separated list")
+    return names
+
+
+def _ratio(num: int, den: int) -> float:
+    return round(num / den, 6)
+
+
+def _edge_params(
+    edge: EdgeConfig, gather: str, dims: tuple[int, int, int], classes: int
+) -> dict[str, int]:
+    """Edge parameter counts on `gather`'s payload for (tokens, dim, k); a clear error if unfit."""
+
+    def counts(g: str) -> dict[str, int]:
+        shape = cost.gather_payload_shape(g, *dims)
+        return cost.edge_param_counts(
+            edge.name, shape, classes, edge.rank, edge.blocks, edge.heads, edge.pool
+        )
+
+    try:
+        return counts(gather)
+    except MietError as exc:
+        if "cannot read" not in str(exc):
+            raise
+    fits = []
+    for g in GATHERS:
+        try:
+            counts(g)
+            fits.append(g)
+        except MietError:
+            pass
+    raise MietError(
+        f"edge network '{edge.name}' cannot read the '{gather}' payload; "
+        f"use --edge-gather {' or '.join(fits)}"
+    )
+
+
+def cost_report(
+    model: str,
+    img_size: int,
+    k: int | None = None,
+    dtypes: list[str] | tuple[str, ...] = DTYPES,
+    gathers: list[str] | tuple[str, ...] = GATHERS,
+    edge: EdgeConfig | None = None,
+    classes: int = 10,
+    edge_gather: str | None = None,
+) -> dict[str, Any]:
+    """Per-image payload bytes for each gather x dtype, plus comparison rows (JSON-ready)."""
+    for dtype in dtypes:
+        cost.check_dtype(dtype)
+    for gather in gathers:
+        cost.gather_payload_shape(gather, 1, 1, 0)  # unknown names raise a MietError
+    if img_size < 16:
+        raise MietError(
+            f"--img-size must be a positive number of pixels, at least the patch size "
+            f"(e.g. 224), got {img_size}"
+        )
+    edge = edge or EdgeConfig()
+    edge_gather = edge_gather or EDGE_GATHER.get(edge.name, "sum")
+    _edge_params(edge, edge_gather, (2, 2, 1), classes)  # fail before building the ViT
+    from miet_fed.cloud.backbone import describe_vit
+
+    vit = describe_vit(model, img_size)
+    depth, tokens, dim = vit["depth"], vit["tokens"], vit["dim"]
+    k = depth if k is None else k
+    if not 0 <= k <= depth:
+        raise MietError(f"k={k} is out of range for '{model}' (depth {depth}): use 0..{depth}")
+    raw = cost.raw_image_bytes(img_size, img_size, 3)
+    star = cost.feature_bytes_per_image("sum", tokens, dim, k, "fp32")
+    rows = []
+    for gather in gathers:
+        shape = cost.gather_payload_shape(gather, tokens, dim, k)
+        for dtype in dtypes:
+            nbytes = cost.encoded_bytes(shape, dtype)
+            rows.append(
+                {
+                    "gather": gather,
+                    "dtype": dtype,
+                    "k": k,
+                    "payload_shape": list(shape),
+                    "bytes_per_image": nbytes,
+                    "vs_raw_image": _ratio(nbytes, raw),
+                    "vs_gather_star_fp32": _ratio(nbytes, star),
+                }
+            )
+    edge_shape = cost.gather_payload_shape(edge_gather, tokens, dim, k)
+    counts = _edge_params(edge, edge_gather, (tokens, dim, k), classes)
+    per_round = "client per round, down+up fp32"
+    comparisons = [
+        {"what": "raw image (uplink, uint8)", "bytes": raw, "per": "image", "params": None},
+        {
+            "what": "full fine-tuning weight exchange",
+            "bytes": cost.weight_exchange_bytes(vit["params"], 1, 1),
+            "per": per_round,
+            "params": vit["params"],
+        },
+    ]
+    for share in ("all", "body"):
+        params = cost.shared_params(counts, share)
+        comparisons.append(
+            {
+                "what": f"edge network weight exchange ({share})",
+                "bytes": cost.weight_exchange_bytes(params, 1, 1),
+                "per": per_round,
+                "params": params,
+            }
+        )
+    for row in comparisons:
+        row["vs_gather_star_fp32"] = _ratio(row["bytes"], star)
+    return {
+        "model": model,
+        "img_size": img_size,
+        "tokens": tokens,
+        "dim": dim,
+        "depth": depth,
+        "k": k,
+        "backbone_params": vit["params"],
+        "raw_image_bytes": raw,
+        "gather_star_fp32_bytes": star,
+        "edge": {
+            "name": edge.name,
+            "gather": edge_gather,
+            "payload_shape": list(edge_shape),
+            "classes": classes,
+            "rank": edge.rank,
+            "blocks": edge.blocks,
+            "heads": edge.heads,
+            "pool": edge.pool,
+            "params": counts,
+        },
+        "rows": rows,
+        "comparisons": comparisons,
+    }
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def rows_frame(report: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    frame = pd.DataFrame(report["rows"])
+    frame["payload_shape"] = frame["payload_shape"].map(lambda s: "x".join(map(str, s)))
+    frame.insert(5, "size", frame["bytes_per_image"].map(human_bytes))
+    return frame.rename(columns={"payload_shape": "payload"})
+
+
+def comparisons_frame(report: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    frame = pd.DataFrame(report["comparisons"])
+    frame.insert(2, "size", frame["bytes"].map(human_bytes))
+    frame["params"] = frame["params"].astype("Int64")
+    return frame
+
+
+def display(frame: Any) -> Any:
+    """Thousands separators on counts, 3 significant digits on ratios (for reading, not parsing)."""
+    import pandas as pd
+
+    def ratio(x: float) -> str:
+        return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+    out = frame.copy()
+    for col in out.columns:
+        if col.startswith("vs_"):
+            out[col] = out[col].map(ratio)
+        elif col in ("bytes_per_image", "bytes", "params"):
+            out[col] = out[col].map(lambda x: "" if pd.isna(x) else f"{int(x):,}")
+    return out.astype(str)
+
+
+def to_markdown(frame: Any) -> str:
+    """A GitHub markdown table (pandas' own needs the optional `tabulate`)."""
+    cols = [str(c) for c in frame.columns]
+    lines = [
+        "| " + " | ".join(cols) + " |",
+        "|" + "|".join("---:" if c in _NUMERIC else "---" for c in cols) + "|",
+    ]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def header(report: dict[str, Any]) -> str:
+    r, e = report, report["edge"]
+    return (
+        f"{r['model']} @ {r['img_size']} px: {r['tokens']} tokens x {r['dim']}, "
+        f"depth {r['depth']}, {r['backbone_params']:,} backbone params; k={r['k']}; "
+        f"edge {e['name']} on the "
+        f"{e['gather']} payload: {e['params']['total']:,} params "
+        f"(body {e['params']['body']:,}, head {e['params']['head']:,})"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    dtypes = _names(args.dtypes, "--dtypes")
+    gathers = _names(args.gathers, "--gathers")
+    edge = EdgeConfig(
+        name=args.edge, rank=args.rank, blocks=args.blocks, heads=args.heads, pool=args.pool
+    )
+    report = cost_report(
+        args.model,
+        args.img_size,
+        args.k,
+        dtypes,
+        gathers,
+        edge=edge,
+        classes=args.classes,
+        edge_gather=args.edge_gather,
+    )
+    print(header(report))
+    print(display(rows_frame(report)).to_string(index=False))
+    print()
+    print(display(comparisons_frame(report)).to_string(index=False))
+    if args.json:
+        print(json.dumps(report))
+    return 0

@@ -1,0 +1,188 @@
+"""Turn the server's per-reply rows into the run's tables: clients, rounds, ledger, summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from miet_fed.comm import ledger as ledger_mod
+from miet_fed.comm.link import client_links, round_seconds
+from miet_fed.errors import MietError
+from miet_fed.federation.spec import RunSpec
+from miet_fed.federation.strategies import get_strategy
+from miet_fed.results import write_json
+
+ROWS = "rows.jsonl"
+BYTE_FIELDS = [*ledger_mod.FIELDS, *ledger_mod.WIRE.values()]
+
+
+def _phase(ok: pd.DataFrame, phase: str) -> pd.DataFrame:
+    return ok[ok.phase == phase].drop(columns=["phase"]).dropna(axis=1, how="all")
+
+
+def _clients_table(ok: pd.DataFrame) -> pd.DataFrame:
+    """One row per round and client: training and personal evaluation side by side."""
+    train = _phase(ok, "train").rename(columns={"num-examples": "n_train"})
+    evals = _phase(ok, "evaluate").rename(columns={"num-examples": "n_test"})
+    evals = evals.drop(columns=[c for c in BYTE_FIELDS if c in evals])  # bytes: see ledger.csv
+    keys = ["round", "client"]
+    table = pd.merge(train, evals, on=keys, how="outer") if len(evals) else train
+    for col in ("client", "n_train", "n_test"):
+        if col in table:
+            table[col] = table[col].astype("Int64")
+    return table.sort_values(keys).reset_index(drop=True)
+
+
+def _target_reached(per_round: pd.DataFrame, col: str, frac: float = 0.95) -> dict[str, Any]:
+    """Bytes and link seconds until `col` first reaches frac x its best value."""
+    if col not in per_round:
+        return {}
+    series = per_round.dropna(subset=[col])
+    series = series[series["round"] >= 1]
+    if series.empty:
+        return {}
+    target = frac * series[col].max()
+    hit = series[series[col] >= target].iloc[0]
+    return {
+        f"{col}_target": round(float(target), 4),
+        f"bytes_to_{col}_target": int(hit["bytes_cum"]),
+        f"comm_seconds_to_{col}_target": round(float(hit["comm_seconds_cum"]), 3),
+    }
+
+
+def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str, Any]:
+    """rows.jsonl -> clients.csv, rounds.csv, ledger.csv, failures.csv, summary.json."""
+    rows_path = folder / ROWS
+    if not rows_path.exists():
+        raise MietError("the simulation produced no results (the server app failed); see the log")
+    rows = pd.read_json(rows_path, lines=True)
+    rows_path.unlink()
+    cfg = spec.config
+    failed = rows[rows["error"].notna()] if "error" in rows else rows.iloc[:0]
+    ok = rows.drop(index=failed.index)
+    if len(failed):
+        failed.dropna(axis=1, how="all").to_csv(folder / "failures.csv", index=False)
+
+    clients = _clients_table(ok)
+    clients.to_csv(folder / "clients.csv", index=False)
+
+    replies = ok[ok.phase.isin(["train", "evaluate"])]
+    ledger = ledger_mod.build_ledger(replies)
+    ledger.to_csv(folder / "ledger.csv", index=False)
+
+    # The cost model, from the configuration and who took part.
+    strategy = get_strategy(cfg.fed.strategy)
+    shared = ledger_mod.shared_param_count(
+        cfg, spec.payload_kind, spec.payload_shape, spec.num_classes, strategy.share
+    )
+    contacted = replies["client"].dropna().astype(int).unique()
+    sizes = [len(spec.clients_train[c]) + len(spec.clients_test[c]) for c in contacted]
+    model = ledger_mod.model_bytes(
+        spec.image_bytes,
+        spec.feature_bytes,
+        int(sum(sizes)),
+        shared,
+        int((replies.phase == "train").sum()),
+        int((replies.phase == "evaluate").sum()),
+    )
+    measured = ledger_mod.totals(ledger)
+
+    # Per round: learning, bytes and link time.
+    agg: dict[str, tuple[str, str]] = {
+        "clients_trained": ("train_acc", "count"),
+        "train_loss": ("train_loss", "mean"),
+    }
+    if "personal_acc" in clients:
+        agg |= {
+            "clients_evaluated": ("personal_acc", "count"),
+            "personal_acc": ("personal_acc", "mean"),
+            "personal_acc_std": ("personal_acc", "std"),
+        }
+    per_round = clients.groupby("round").agg(**agg)
+    server = _phase(ok, "server")
+    if "global_acc" in server:
+        per_round = per_round.join(server.set_index("round")[["global_acc"]], how="outer")
+    per_round = per_round.reindex(range(0 if "global_acc" in server else 1, cfg.fed.rounds + 1))
+    per_round.index.name = "round"
+    by_dir = ledger.pivot_table(
+        index="round", columns="direction", values="bytes", aggfunc="sum", fill_value=0
+    )
+    per_round["bytes_up"] = by_dir.get("up", pd.Series(dtype="int64"))
+    per_round["bytes_down"] = by_dir.get("down", pd.Series(dtype="int64"))
+    per_round[["bytes_up", "bytes_down"]] = per_round[["bytes_up", "bytes_down"]].fillna(0)
+    per_round["bytes_cum"] = (per_round.bytes_up + per_round.bytes_down).cumsum().astype("int64")
+    link = cfg.link
+    links = client_links(
+        cfg.fed.num_clients, link.up_mbps, link.down_mbps, link.spread, cfg.run.seed
+    )
+    per_round["comm_seconds"] = round_seconds(ledger, links, link.latency_ms)
+    per_round["comm_seconds"] = per_round["comm_seconds"].fillna(0.0)
+    per_round["comm_seconds_cum"] = per_round["comm_seconds"].cumsum()
+    fails = failed.groupby("round").size() if len(failed) else pd.Series(dtype=int)
+    per_round["failures"] = fails.reindex(per_round.index).fillna(0).astype(int)
+    per_round = per_round.reset_index()
+    per_round.to_csv(folder / "rounds.csv", index=False)
+
+    stats_path = folder / "backbone_stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    last = per_round[per_round["round"] == cfg.fed.rounds]
+    final = clients[clients["round"] == cfg.fed.rounds]
+
+    def value(col: str) -> float | None:
+        if col not in last or last[col].isna().all():
+            return None
+        return float(last[col].iloc[0])
+
+    weighted = None
+    if "personal_acc" in final and final.personal_acc.notna().any():
+        done = final.dropna(subset=["personal_acc"])
+        weighted = float(np.average(done.personal_acc, weights=done.n_test))
+    all_ids = np.concatenate([*spec.clients_train, *spec.clients_test, spec.global_test])
+    summary: dict[str, Any] = {
+        "command": "simulate",
+        "dataset": cfg.data.dataset,
+        "strategy": cfg.fed.strategy,
+        "shared": strategy.share,
+        "num_clients": cfg.fed.num_clients,
+        "clients_per_round": cfg.fed.sampled,
+        "rounds": cfg.fed.rounds,
+        "partition": cfg.fed.partition,
+        "alpha": cfg.fed.alpha,
+        "model": cfg.model.name,
+        "weights": cfg.model.weights,
+        "img_size": cfg.model.img_size,
+        "gather": cfg.model.gather,
+        "k": cfg.model.k,
+        "dtype": cfg.model.dtype,
+        "edge": cfg.edge.name,
+        "seed": cfg.run.seed,
+        "personal_acc": value("personal_acc"),
+        "personal_acc_weighted": weighted,
+        "global_acc": value("global_acc"),
+        "failures": int(len(failed)),
+        "pool_images": int(sum(map(len, spec.clients_train)) + sum(map(len, spec.clients_test))),
+        "unique_images": int(len(np.unique(all_ids))),
+        "backbone_forwards": stats.get("backbone_forwards"),
+        "features_computed": int(timings.get("features_computed", 0)),
+        "cache_hits": stats.get("cache_hits"),
+        "bytes_served": stats.get("bytes_served"),
+        "features_via_actor": stats.get("via_actor"),
+        "feature_bytes_per_image": spec.feature_bytes,
+        "image_bytes": spec.image_bytes,
+        "shared_params": shared,
+        "total_bytes": int(ledger["bytes"].sum()),
+        "total_wire_bytes": int(ledger["wire_bytes"].sum()),
+        "bytes_by_kind": measured,
+        "model_bytes_by_kind": model,
+        "ledger_equals_model": all(measured[k] == v for k, v in model.items()),
+        "total_comm_seconds": round(float(per_round["comm_seconds"].sum()), 3),
+        **_target_reached(per_round, "personal_acc"),
+        **_target_reached(per_round, "global_acc"),
+        **{k: round(v, 3) for k, v in timings.items() if k.endswith("seconds")},
+    }
+    write_json(folder / "summary.json", summary)
+    return summary
