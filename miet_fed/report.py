@@ -29,9 +29,7 @@ from miet_fed.errors import MietError
 HELP = "report.md, CSV tables and PNG plots of a sweep folder or a single run folder"
 
 LEDGER = "ledger"
-SOURCE_TEXT = {
-    LEDGER: "from the communication ledger (every byte sent: images, features, parameters, metrics)"
-}
+SOURCE_TEXT = {LEDGER: "communication ledger: images, features, parameters, metrics"}
 DPI = 120
 #: Colors in a fixed order so the same strategy keeps its color within a report.
 PALETTE = [
@@ -518,7 +516,11 @@ def _pareto_plot(rep: Report, ok: pd.DataFrame, command: str, color: str | None)
             )
     scale = _bytes_axis(ax, df["total_bytes"])
     ax.margins(x=0.12, y=0.08)
-    sources = ", ".join(_unique(df["bytes_source"])) if "bytes_source" in df else "?"
+    sources = (
+        ", ".join(SOURCE_TEXT.get(x, x) for x in _unique(df["bytes_source"]))
+        if "bytes_source" in df
+        else "source unknown"
+    )
     ax.set_xlabel(f"total bytes communicated per run ({scale})\n{sources}")
     ax.set_ylabel("test accuracy (%)" if command == "tune" else "final-round accuracy (%)")
     title = "Accuracy vs communication, one point per run"
@@ -829,7 +831,7 @@ def _sweep(rep: Report, src: Path) -> None:
     )
     cols = ["run", *grid, *[m for m in metrics if m in summary], "error"]
     table = summary[cols].copy()
-    table["error"] = table["error"].fillna("")
+    table["error"] = table["error"].astype(object).where(table["error"].notna(), "")
     rep.sections.append("## Runs\n")
     rep.table(table, "summary_table.csv", "One row per run")
     rep.sections.append("## Plots and tables\n")

@@ -345,11 +345,11 @@ def plan(sweep: Sweep, out: Path, quiet: bool = False) -> list[Point]:
             data.setdefault(section, {}).update(values)
         desc = " ".join(f"{k}={_fmt(v)}" for k, v in overrides.items()) or "base config"
         where = f"{sweep.source} (point {i}: {desc})"
-        cfg = build_config(cls, data, where)
         try:
+            cfg = build_config(cls, data, where)
             _check_names(sweep.command, cfg)
-        except MietError as exc:
-            raise MietError(f"{exc} [{where}]") from None
+        except MietError as exc:  # say which point, once
+            raise MietError(str(exc) if where in str(exc) else f"{exc} [{where}]") from None
         values = {k: _lookup(cfg, k) for k in keys}
         name = slug(*(f"{labels[k]}_{_fmt(v)}" for k, v in values.items())) or "base"
         if name in seen:
@@ -511,6 +511,12 @@ def run_sweep(
             run_one(p.cfg)
         except KeyboardInterrupt:
             write_tables(out, points, errors)
+            print(
+                f"{head} interrupted; finished runs are kept in {out}/runs: start the sweep "
+                "again to run the rest",
+                file=log,
+                flush=True,
+            )
             raise
         except Exception as exc:  # noqa: BLE001 - one failed point must not stop the sweep
             if not isinstance(exc, MietError):

@@ -179,4 +179,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Tell the server which partition this node holds (for reproducible client sampling)."""
+    info = MetricRecord({"client": int(context.node_config["partition-id"])})
+    return Message(RecordDict({"info": info}), reply_to=msg)
+
+
 __all__ = ["ArrayRecord", "app", "client_seed", "init_network"]

@@ -106,6 +106,7 @@ def _init_ray(cfg: SimulateConfig) -> None:
         ray.init(
             namespace=NAMESPACE,
             include_dashboard=False,
+            _node_ip_address="127.0.0.1",  # nothing listens beyond this machine by default
             configure_logging=True,
             logging_level=logging.WARNING,
             log_to_driver=cfg.run.progress,

@@ -18,7 +18,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid, ServerApp
 
 from miet_fed.edge.train import evaluate
@@ -81,7 +90,9 @@ class Recorder:
         print(text, file=sys.stderr, flush=True)
 
 
-def make_flower_strategy(strategy: FedStrategy, spec: RunSpec, recorder: Recorder) -> Any:
+def make_flower_strategy(
+    strategy: FedStrategy, spec: RunSpec, recorder: Recorder, order: dict[int, int]
+) -> Any:
     """The strategy's Flower class with recording and seeded sampling mixed in."""
     base = strategy.flower_cls
     seed = spec.config.run.seed
@@ -89,20 +100,22 @@ def make_flower_strategy(strategy: FedStrategy, spec: RunSpec, recorder: Recorde
     class Recorded(base):  # type: ignore[misc, valid-type]
         def configure_train(self, server_round, arrays, config, grid):  # noqa: ANN001
             random.seed(client_sampling_seed(seed, server_round, "train"))
-            return super().configure_train(server_round, arrays, config, _SortedGrid(grid))
+            return super().configure_train(server_round, arrays, config, _SortedGrid(grid, order))
 
         def configure_evaluate(self, server_round, arrays, config, grid):  # noqa: ANN001
             random.seed(client_sampling_seed(seed, server_round, "evaluate"))
-            return super().configure_evaluate(server_round, arrays, config, _SortedGrid(grid))
+            return super().configure_evaluate(
+                server_round, arrays, config, _SortedGrid(grid, order)
+            )
 
         def aggregate_train(self, server_round, replies):  # noqa: ANN001
-            replies = list(replies)
+            replies = sorted(replies, key=_reply_order)  # float sums in a fixed order
             recorder.replies("train", server_round, replies)
             arrays, metrics = super().aggregate_train(server_round, replies)
             return as_float32(arrays), metrics
 
         def aggregate_evaluate(self, server_round, replies):  # noqa: ANN001
-            replies = list(replies)
+            replies = sorted(replies, key=_reply_order)
             recorder.replies("evaluate", server_round, replies)
             return super().aggregate_evaluate(server_round, replies)
 
@@ -131,25 +144,53 @@ def as_float32(arrays: ArrayRecord | None) -> ArrayRecord | None:
     )
 
 
+def _reply_order(msg: Message) -> tuple[int, int]:
+    """Replies arrive in completion order; sort them by client so aggregation is reproducible."""
+    if msg.has_error():
+        return (1, int(msg.metadata.src_node_id))
+    metrics = next(iter(msg.content.metric_records.values()))
+    return (0, int(metrics.get("client", -1)))
+
+
 def client_sampling_seed(seed: int, server_round: int, phase: str) -> int:
     return int(np.random.SeedSequence([seed, server_round, len(phase)]).generate_state(1)[0])
 
 
 class _SortedGrid:
-    """Node ids in a fixed order, so seeded sampling picks the same nodes on a rerun."""
+    """Node ids ordered by the partition they hold, so seeded sampling picks the same clients on
+    a rerun (Flower draws node ids at random and returns them as a set)."""
 
-    def __init__(self, grid: Grid) -> None:
+    def __init__(self, grid: Grid, order: dict[int, int]) -> None:
         self._grid = grid
+        self.order = order  # node id -> partition id, from `map_nodes`
 
     def get_node_ids(self):  # noqa: ANN201
-        return sorted(self._grid.get_node_ids())
+        return sorted(self._grid.get_node_ids(), key=lambda n: (self.order.get(n, 1 << 62), n))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
 
 
+def map_nodes(grid: Grid, num_clients: int, timeout: float = 120.0) -> dict[int, int]:
+    """Wait until every supernode registered, then ask each which partition it holds."""
+    start = time.perf_counter()
+    while len(nodes := list(grid.get_node_ids())) < num_clients:
+        if time.perf_counter() - start > timeout:
+            raise RuntimeError(f"only {len(nodes)} of {num_clients} supernodes registered")
+        time.sleep(0.2)
+    messages = [
+        Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
+    ]
+    order = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if not reply.has_error():
+            order[int(reply.metadata.src_node_id)] = int(reply.content["info"]["client"])
+    return order
+
+
 def run_server(grid: Grid, spec_path: str) -> None:
     spec = load_spec(spec_path)
+    order = map_nodes(grid, spec.config.fed.num_clients)
     strategy = get_strategy(spec.config.fed.strategy)
     source = feature_source(spec_path)
     recorder = Recorder(spec)
@@ -175,7 +216,7 @@ def run_server(grid: Grid, spec_path: str) -> None:
         recorder.end_round(server_round, global_acc)
         return MetricRecord({"global_acc": global_acc}) if global_acc is not None else None
 
-    flower = make_flower_strategy(strategy, spec, recorder)
+    flower = make_flower_strategy(strategy, spec, recorder, order)
     config = ConfigRecord({"spec": spec_path})
     flower.start(
         grid=grid,
