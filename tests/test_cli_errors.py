@@ -36,7 +36,37 @@ CASES = {
     "unknown dtype": (["--set", "model.dtype=fp8"], "unknown feature dtype 'fp8'"),
     "bad number": (["--k", "x"], "model.k must be an integer"),
     "too many training images": ([*TINY, "--set", "data.n_train=200000"], "n_train"),
+    "corrupt weights": (
+        ["--model", "vit_tiny_patch16_224", "--weights", "bad.safetensors"],
+        "not a valid safetensors file",
+    ),
+    "negative rank": (["--set", "edge.rank=-4"], "edge.rank must be >= 1"),
 }
+
+SIMULATE_CASES = {
+    "zero clients": (["--set", "fed.num_clients=0"], "fed.num_clients must be >= 1"),
+    "unknown strategy": (["--set", "fed.strategy=fedsgd"], "unknown strategy 'fedsgd'; valid:"),
+    "unknown partition": (["--set", "fed.partition=zipf"], "zipf"),
+    "more clients than images": (
+        [*TINY, "--dataset", "digits", "--set", "data.n_train=100", "--set", "fed.num_clients=500"],
+        "more than the 100 images",
+    ),
+    "sampled more than registered": (
+        ["--set", "fed.clients_per_round=50"],
+        "fed.clients_per_round must be in 0..fed.num_clients",
+    ),
+    "bad link": (["--set", "link.up_mbps=0"], "link bandwidths must be > 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SIMULATE_CASES))
+def test_bad_simulate_input_is_one_line(case, capsys):
+    args, message = SIMULATE_CASES[case]
+    assert main(["simulate", *args, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("miet-fed: error: ") and "\n" not in err, err
+    assert message in err, err
+    assert not Path("results").exists() or not any(Path("results").iterdir())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -44,6 +74,7 @@ def test_bad_input_is_one_line(case, tmp_path, capsys):
     args, message = CASES[case]
     if "w.pth" in args:
         (tmp_path / "w.pth").write_bytes(b"not a pickle")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00\x01garbage")
     assert main(["tune", *args, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("miet-fed: error: ") and "\n" not in err, err

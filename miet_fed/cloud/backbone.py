@@ -48,6 +48,14 @@ def resolve_weights(model: str, weights: str) -> tuple[Path | None, str]:
             f"weights file {path} is not .safetensors; miet_fed never unpickles user files: "
             "convert it with safetensors.torch.save_file(state_dict, 'model.safetensors')"
         )
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as exc:  # noqa: BLE001 - any failure to parse means a damaged file
+        first = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else type(exc).__name__
+        raise MietError(f"weights file {path} is not a valid safetensors file ({first})") from None
     from miet_fed.cloud.weights import file_sha256
 
     return path, file_sha256(path)
