@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/miet-fed tune configs/tune.toml
+	$(BIN)/miet-fed simulate configs/simulate.toml
 
 test: install
 	$(BIN)/ruff check miet_fed tests simulations
