@@ -263,3 +263,15 @@ def test_same_seed_same_tables(tmp_path, capsys):
         pd.read_csv(Path("results/d1/partitions.csv"))
     )
     assert other["failures"] == 0
+
+
+def test_backbone_actor_killed_mid_run_restarts_from_cache(tmp_path, monkeypatch, capsys):
+    from miet_fed.federation.server_app import KILL_ACTOR_ENV
+
+    monkeypatch.setenv(KILL_ACTOR_ENV, "1")
+    s = _simulate(capsys, *_tiny_sim_args(tmp_path), "--set", "fed.rounds=3", "--out", "results/k")
+    assert s["failures"] == 0
+    # The restarted actor reloaded every feature from disk: it ran no backbone forward at all.
+    assert s["features_computed"] == s["unique_images"] and s["backbone_forwards"] == 0
+    rounds = pd.read_csv(Path("results/k/rounds.csv"))
+    assert rounds[rounds["round"] >= 1].clients_trained.tolist() == [4, 4, 4]

@@ -54,7 +54,9 @@ def start_actor(
     from miet_fed._compat import import_timm
 
     import_timm()  # fail here, clearly, if timm cannot be imported at all
-    remote_cls = ray.remote(num_cpus=0)(BackboneServer)
+    # A killed actor is restarted by Ray and reloads the feature cache from disk (no recompute);
+    # calls in flight when it died are retried.
+    remote_cls = ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)(BackboneServer)
     return remote_cls.options(name=name, namespace=namespace).remote(
         model, dataset, cache_root, run.progress
     )
@@ -80,6 +82,13 @@ class FeatureSource:
 
             return ray.get(self._actor.ensure.remote(ids))
         return self._local.ensure(ids)
+
+    def kill(self) -> None:
+        """Kill the actor and let Ray restart it (fault-injection tests)."""
+        if self._actor is not None:
+            import ray
+
+            ray.kill(self._actor, no_restart=False)
 
     def stats(self) -> dict[str, Any]:
         if self._actor is not None:

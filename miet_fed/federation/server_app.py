@@ -39,6 +39,7 @@ from miet_fed.federation.spec import RunSpec, load_spec
 from miet_fed.federation.strategies import FedStrategy, get_strategy
 
 SPEC_ENV = "MIET_FED_RUN_SPEC"
+KILL_ACTOR_ENV = "MIET_FED_KILL_ACTOR_AFTER_ROUND"  # fault injection for tests
 
 app = ServerApp()
 
@@ -214,6 +215,8 @@ def run_server(grid: Grid, spec_path: str) -> None:
             row.update(global_loss=loss, global_acc=global_acc)
         recorder.write(row)
         recorder.end_round(server_round, global_acc)
+        if os.environ.get(KILL_ACTOR_ENV) == str(server_round):
+            source.kill()  # fault injection: the next round must be served by a restarted actor
         return MetricRecord({"global_acc": global_acc}) if global_acc is not None else None
 
     flower = make_flower_strategy(strategy, spec, recorder, order)
