@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"miet-fed: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("miet-fed: interrupted; nothing was written to results", file=sys.stderr)
+        print("miet-fed: interrupted; the run in progress left nothing in results", file=sys.stderr)
         return 130
 
 

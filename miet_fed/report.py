@@ -31,6 +31,26 @@ HELP = "report.md, CSV tables and PNG plots of a sweep folder or a single run fo
 LEDGER = "ledger"
 SOURCE_TEXT = {LEDGER: "communication ledger: images, features, parameters, metrics"}
 DPI = 120
+#: Every file a report may write (removed first, so the folder shows this report only).
+OUTPUTS = (
+    "report.md",
+    "pareto.png",
+    "vs_clients.png",
+    "client_spread.png",
+    "curves.png",
+    "accuracy_per_round.png",
+    "bytes_per_round.png",
+    "accuracy_per_epoch.png",
+    "summary_table.csv",
+    "pareto.csv",
+    "by_clients.csv",
+    "client_spread.csv",
+    "clients_final.csv",
+    "bytes_per_round.csv",
+    "cost_by_kind.csv",
+    "cost_per_image.csv",
+    "cost_per_run.csv",
+)
 #: Colors in a fixed order so the same strategy keeps its color within a report.
 PALETTE = [
     "#1f77b4",
@@ -319,8 +339,8 @@ def _round_curves(rep: Report, rounds: pd.DataFrame, summary: dict[str, Any]) ->
             std = 100 * r["personal_acc_std"].fillna(0)
             ax.fill_between(
                 r["round"],
-                100 * r["personal_acc"] - std,
-                100 * r["personal_acc"] + std,
+                (100 * r["personal_acc"] - std).clip(lower=0),
+                (100 * r["personal_acc"] + std).clip(upper=100),
                 alpha=0.2,
                 label="personal ± 1 std across clients",
             )
@@ -330,7 +350,10 @@ def _round_curves(rep: Report, rounds: pd.DataFrame, summary: dict[str, Any]) ->
         ax.plot(r["round"], 100 * r["global_acc"], "s--", label="global model (held-out test)")
         drawn = True
     if drawn:
-        ax.set_xlabel("round (0 = initial model)")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("round (0 = initial model)" if (rounds["round"] == 0).any() else "round")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(
             f"Accuracy per round: {summary.get('strategy', '')}, "
@@ -435,15 +458,25 @@ def _short(col: str) -> str:
     return section if key == "name" else key
 
 
-def _run_labels(summary: pd.DataFrame, color: str | None) -> pd.Series:
-    """Per-run label from the varied grid values, without the one the color already shows."""
+def _run_labels(summary: pd.DataFrame, color: str | None, compact: bool = False) -> pd.Series:
+    """Per-run label from the varied grid values, without the one the color already shows.
+
+    `compact` (annotations next to points) names only the values that differ from the most
+    common one, so e.g. `dtype=int8` marks the one int8 run instead of repeating `k=12 ...`.
+    """
     same = {color, f"fed.{color}", f"model.{color}"} if color else set()
     cols = [c for c in summary.columns if "." in c and c not in same and summary[c].nunique() > 1]
     if not cols:
         return summary["run"].astype(str)
-    return summary[cols].apply(
-        lambda r: " ".join(f"{_short(c)}={v}" for c, v in zip(cols, r, strict=True)), axis=1
-    )
+    modes = {c: summary[c].mode().iloc[0] for c in cols}
+
+    def label(row: pd.Series) -> str:
+        items = [(c, v) for c, v in zip(cols, row, strict=True)]
+        if compact:
+            items = [(c, v) for c, v in items if v != modes[c]] or items
+        return " ".join(f"{_short(c)}={v}" for c, v in items)
+
+    return summary[cols].apply(label, axis=1)
 
 
 def _pareto(x: pd.Series, y: pd.Series) -> pd.Series:
@@ -463,7 +496,7 @@ def _pareto_plot(rep: Report, ok: pd.DataFrame, command: str, color: str | None)
         rep.skip("accuracy vs bytes", f"no runs with both {primary} and total bytes")
         return
     df = ok.dropna(subset=["total_bytes", primary]).copy()
-    df["label"] = _run_labels(df, color)
+    df["label"] = _run_labels(df, color, compact=True)
     groups = _unique(df[color]) if color else ["all runs"]
     colors = _colors(groups)
     fig, ax = _figure(width=8, height=5)
@@ -625,9 +658,11 @@ def _client_box(rep: Report, runs: list[tuple[str, str, Path]]) -> None:
     colors = _colors(groups)
     fig, ax = _figure(width=max(6.0, 1.1 * len(boxes) + 2), height=4.8)
     art = ax.boxplot([b[2] for b in boxes], patch_artist=True, showmeans=True)
-    ax.set_xticks(
-        range(1, len(boxes) + 1), [b[1] for b in boxes], rotation=30, ha="right", fontsize=8
-    )
+    ticks = [
+        f"{g}\n{lbl}\n({len(v)} evaluated)" if lbl != g else f"{g}\n({len(v)} evaluated)"
+        for g, lbl, v in boxes
+    ]
+    ax.set_xticks(range(1, len(boxes) + 1), ticks, fontsize=8)
     for patch, (g, _, _) in zip(art["boxes"], boxes, strict=True):
         patch.set_facecolor(colors[g])
         patch.set_alpha(0.6)
@@ -879,6 +914,8 @@ def make_report(src: Path, out: Path | None = None) -> Path:
         )
     out = Path(out) if out is not None else src / "report"
     out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:  # a plot the data no longer supports must not linger from a past report
+        (out / name).unlink(missing_ok=True)
     rep = Report(src=src, out=out, title=f"Report: {src.name}")
     if is_sweep:
         _sweep(rep, src)
