@@ -19,14 +19,17 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/miet-fed simulate configs/simulate.toml
 
+bench: install
+	$(BIN)/python -m benchmarks --size default --out results/benchmarks
+
 test: install
-	$(BIN)/ruff check miet_fed tests simulations
+	$(BIN)/ruff check miet_fed tests simulations benchmarks
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check miet_fed tests simulations
-	$(BIN)/ruff format --check miet_fed tests simulations
+	$(BIN)/ruff check miet_fed tests simulations benchmarks
+	$(BIN)/ruff format --check miet_fed tests simulations benchmarks
 
 format: install
-	$(BIN)/ruff format miet_fed tests simulations
-	$(BIN)/ruff check --fix miet_fed tests simulations
+	$(BIN)/ruff format miet_fed tests simulations benchmarks
+	$(BIN)/ruff check --fix miet_fed tests simulations benchmarks
