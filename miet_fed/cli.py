@@ -22,6 +22,7 @@ COMMON_FLAGS = {
     "gather": "model.gather",
     "k": "model.k",
     "edge": "edge.name",
+    "ray_address": "run.ray_address",
 }
 
 
@@ -56,6 +57,11 @@ def _add_common(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--gather", help="gather function (sum, last, all, cls)")
     p.add_argument("--k", help="gather z_0 .. z_k")
     p.add_argument("--edge", help="edge network (lae, linear, ladder)")
+    p.add_argument(
+        "--ray-address",
+        dest="ray_address",
+        help="simulate on an existing Ray cluster ('auto' or host:port)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

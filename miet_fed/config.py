@@ -96,6 +96,9 @@ class RunConfig:
     seed: int = _h(0, "run seed: selection, partitions, initialisation, data order")
     out: str = _h("", "results directory of this run (default: results/<command>-<settings>)")
     progress: bool = _h(True, "show progress bars on stderr")
+    ray_address: str = _h(
+        "", "simulate: an existing Ray cluster ('auto' or host:port); '' starts a local one"
+    )
 
 
 @dataclass(frozen=True)

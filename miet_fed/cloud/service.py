@@ -52,6 +52,7 @@ class FeatureService:
         self.store = FeatureStore(cache_root or cache_dir(), self.key)
         self._backbone: CloudBackbone | None = None
         self.forwards = 0
+        self.builds = 0  # times the backbone was built by this service (at most once)
         self.cache_hits = 0
         self.bytes_served = 0
         self.extract_seconds = 0.0
@@ -60,6 +61,7 @@ class FeatureService:
     def backbone(self) -> CloudBackbone:
         if self._backbone is None:
             self._backbone = build_backbone(self.cfg.name, self.cfg.weights, self.cfg.img_size)
+            self.builds += 1
         return self._backbone
 
     def _compute(self, images: np.ndarray) -> torch.Tensor:
@@ -99,6 +101,7 @@ class FeatureService:
     def stats(self) -> dict[str, float]:
         return {
             "backbone_forwards": self.forwards,
+            "backbone_builds": self.builds,
             "cache_hits": self.cache_hits,
             "bytes_served": self.bytes_served,
             "extract_seconds": round(self.extract_seconds, 3),

@@ -46,6 +46,16 @@ class BackboneServer:
         return self.service.stats()
 
 
+def actor_name(model: ModelConfig, dataset: str, cache_root: str) -> str:
+    """One backbone actor per (model settings, dataset, cache): reusable across runs."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    blob = json.dumps([asdict(model), dataset, cache_root], sort_keys=True).encode()
+    return f"miet-fed-backbone-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
 def start_actor(
     model: ModelConfig, dataset: str, cache_root: str, run: RunConfig, name: str, namespace: str
 ) -> Any:
@@ -57,9 +67,10 @@ def start_actor(
     # A killed actor is restarted by Ray and reloads the feature cache from disk (no recompute);
     # calls in flight when it died are retried.
     remote_cls = ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)(BackboneServer)
-    return remote_cls.options(name=name, namespace=namespace).remote(
-        model, dataset, cache_root, run.progress
-    )
+    options: dict[str, Any] = {"name": name, "namespace": namespace}
+    if run.ray_address:  # on a user's cluster: detached, so the next run of a sweep reuses it
+        options |= {"lifetime": "detached", "get_if_exists": True}
+    return remote_cls.options(**options).remote(model, dataset, cache_root, run.progress)
 
 
 class FeatureSource:

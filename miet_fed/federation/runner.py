@@ -21,6 +21,7 @@ from miet_fed.config import SimulateConfig, to_toml
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.edge.networks import check_pair
 from miet_fed.errors import MietError
+from miet_fed.federation.actor import actor_name
 from miet_fed.federation.collect import collect
 from miet_fed.federation.partition import make_clients, partition_table
 from miet_fed.federation.spec import NAMESPACE, RunSpec
@@ -91,6 +92,7 @@ def prepare(cfg: SimulateConfig, sink: Path) -> Prepared:
         num_classes=ds.num_classes,
         payload_kind=kind,
         payload_shape=shape,
+        actor=actor_name(cfg.model, cfg.data.dataset, str(cache_dir())),
         image_bytes=int(ds.images[0].nbytes),
         feature_bytes=feature_bytes,
     )
@@ -98,19 +100,51 @@ def prepare(cfg: SimulateConfig, sink: Path) -> Prepared:
     return Prepared(spec, partition_table(clients, ds.labels, ds.num_classes), used)
 
 
+def _check_reachable(address: str) -> None:
+    """Ray retries an unreachable GCS for minutes; a host:port that refuses is an error now."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if address == "auto" or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):
+            pass
+    except OSError as exc:
+        raise MietError(
+            f"cannot connect to the Ray cluster at '{address}' ({exc.strerror or exc}); "
+            "start one with `ray start --head` or leave run.ray_address empty"
+        ) from None
+
+
 def _init_ray(cfg: SimulateConfig) -> None:
     import ray
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a FutureWarning
-    if not ray.is_initialized():
-        ray.init(
-            namespace=NAMESPACE,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",  # nothing listens beyond this machine by default
-            configure_logging=True,
-            logging_level=logging.WARNING,
-            log_to_driver=cfg.run.progress,
-        )
+    if ray.is_initialized():
+        return
+    common = {
+        "namespace": NAMESPACE,
+        "configure_logging": True,
+        "logging_level": logging.WARNING,
+        "log_to_driver": cfg.run.progress,
+    }
+    if cfg.run.ray_address:
+        _check_reachable(cfg.run.ray_address)
+        try:
+            ray.init(address=cfg.run.ray_address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise MietError(
+                f"cannot connect to the Ray cluster at '{cfg.run.ray_address}' "
+                f"({str(exc).splitlines()[0][:120]}); start one with `ray start --head` "
+                "or leave run.ray_address empty"
+            ) from None
+        return
+    ray.init(
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",  # nothing listens beyond this machine by default
+        **common,
+    )
 
 
 def run_simulate(cfg: SimulateConfig) -> dict[str, Any]:

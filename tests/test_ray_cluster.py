@@ -1,0 +1,100 @@
+"""Scale-out: simulations on an existing Ray cluster reuse one detached backbone actor."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from miet_fed.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A local head node standing in for a user's cluster; stopped whatever happens."""
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    temp = Path("/tmp") / f"miet-ray-{port}"  # short: Ray's socket paths must stay < 108 chars
+    subprocess.run(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            "--node-ip-address=127.0.0.1",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_two_simulations_share_one_backbone(ray_head, tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    y = np.arange(90) % 3
+    x = (rng.integers(0, 60, size=(90, 16, 16)) + (y * 60)[:, None, None]).astype(np.uint8)
+    np.savez(tmp_path / "c.npz", x=x, y=y)
+    args = [
+        "simulate",
+        "--dataset",
+        f"npz:{tmp_path / 'c.npz'}",
+        "--model",
+        "vit_tiny_patch16_224",
+        "--weights",
+        "random",
+        "--img-size",
+        "32",
+        "--set",
+        "data.n_train=60",
+        "--set",
+        "data.n_test=20",
+        "--set",
+        "fed.num_clients=3",
+        "--set",
+        "fed.rounds=1",
+        "--set",
+        "fed.partition=iid",
+        "--ray-address",
+        ray_head,
+        "--quiet",
+        "--json",
+    ]
+    summaries = []
+    for out in ("results/c1", "results/c2"):
+        assert main([*args, "--out", out]) == 0
+        summaries.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    first, second = summaries
+    assert first["features_computed"] == 80 and first["backbone_builds"] == 1
+    # The second run found the detached actor alive: nothing computed, backbone not rebuilt.
+    assert second["features_computed"] == 0 and second["backbone_builds"] == 1
+    assert second["backbone_forwards"] == 80  # the actor's counters span both runs
+    assert second["failures"] == 0 and second["features_via_actor"] is True
+
+
+def test_unreachable_cluster_is_one_line(capsys):
+    port = _free_port()
+    assert main(["simulate", "--ray-address", f"127.0.0.1:{port}", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot connect to the Ray cluster" in err and "\n" not in err
