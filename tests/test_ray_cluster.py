@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -48,7 +49,33 @@ def ray_head(tmp_path):
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120)
+        _stop_cluster(temp)
+
+
+def _stop_cluster(temp: Path) -> None:
+    """Kill this head's processes only (`ray stop` would kill every Ray on the machine)."""
+    import os
+    import signal
+    import time
+
+    def ours() -> list[int]:
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(temp) in cmd:
+                pids.append(int(proc.name))
+        return pids
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in ours():
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        time.sleep(2)
 
 
 def test_two_simulations_share_one_backbone(ray_head, tmp_path, capsys):
