@@ -9,6 +9,7 @@ server fills it before round 1, so no client ever builds a backbone.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ class BackboneServer:
     """Plain class; `start_actor` wraps it with `ray.remote`. Also usable in-process."""
 
     def __init__(self, model: ModelConfig, dataset: str, cache_root: str, progress: bool) -> None:
+        # Ray gives an actor with num_cpus=0 one intra-op thread (OMP_NUM_THREADS=1). It reserves
+        # no CPU so that Flower's client pool keeps every core, but it extracts features before
+        # round 1, when those cores are idle: let torch use them.
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
         ds = load_dataset(dataset)
         self.service = FeatureService(model, ds.images, ds.fingerprint, Path(cache_root), progress)
 
