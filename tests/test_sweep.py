@@ -283,3 +283,21 @@ def test_simulate_sweep_and_report(tiny_npz, tmp_path, capsys):
     for name in ("report.md", "pareto.png", "client_spread.png", "curves.png"):
         assert (report / name).is_file(), name
     assert "num_clients does not vary" in (report / "report.md").read_text()
+
+
+def test_study_scripts_build_their_sweeps():
+    """The study scripts' configs load, and --quick shrinks them without touching the grid keys."""
+    from pathlib import Path
+
+    from miet_fed import study
+
+    root = Path(__file__).resolve().parents[1]
+    for name, quick_set in [
+        ("sweep_gather", {"data.n_train": 100}),
+        ("sweep_clients", {"fed.rounds": 2}),
+    ]:
+        full = study.build(root / "configs" / f"{name}.toml", False, [], quick_set)
+        quick = study.build(root / "configs" / f"{name}.toml", True, ["train.epochs=1"], quick_set)
+        assert quick.name == f"{full.name}-quick"
+        assert all(quick.fixed[k] == v for k, v in quick_set.items())
+        assert str(quick.fixed["train.epochs"]) == "1"  # typed later, by the config field
