@@ -31,6 +31,12 @@ class EdgeNetwork(nn.Module):
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if n.startswith(HEAD_PREFIX)]
+
+    def body_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith(HEAD_PREFIX)]
+
     def head_keys(self) -> list[str]:
         return [k for k in self.state_dict() if k.startswith(HEAD_PREFIX)]
 

@@ -16,8 +16,14 @@ class FedBABU(FedStrategy):
     global_model = False
 
     def local_update(self, job: LocalJob) -> tuple[float, float]:
-        body = [p for n, p in job.net.named_parameters() if not n.startswith("head.")]
-        return fit(job.net, job.x_train, job.y_train, job.optim, job.generator, params=body)
+        return fit(
+            job.net,
+            job.x_train,
+            job.y_train,
+            job.optim,
+            job.generator,
+            params=job.net.body_parameters(),
+        )
 
     def personal_eval(self, job: LocalJob) -> tuple[float, float]:
         tuned = copy.deepcopy(job.net)
@@ -29,6 +35,6 @@ class FedBABU(FedStrategy):
                 job.y_train,
                 optim,
                 job.generator,
-                params=list(tuned.head.parameters()),
+                params=tuned.head_parameters(),
             )
         return evaluate(tuned, job.x_test, job.y_test)

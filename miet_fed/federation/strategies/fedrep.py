@@ -14,8 +14,7 @@ class FedRep(FedStrategy):
     global_model = False
 
     def local_update(self, job: LocalJob) -> tuple[float, float]:
-        head = list(job.net.head.parameters())
-        body = [p for n, p in job.net.named_parameters() if not n.startswith("head.")]
+        head, body = job.net.head_parameters(), job.net.body_parameters()
         if job.fed.head_epochs:
             head_optim = replace(job.optim, epochs=job.fed.head_epochs)
             fit(job.net, job.x_train, job.y_train, head_optim, job.generator, params=head)
