@@ -34,6 +34,7 @@ from miet_fed.federation.spec import RunSpec, load_spec
 from miet_fed.federation.strategies import LocalJob, get_strategy
 
 NET = "net"  # context.state key of the client's full edge network
+CONTACTED = "contacted"  # context.state key: the device already uploaded images, got features
 EXTRA = "extra/"  # prefix of strategy-specific persisted states (Ditto's personal model)
 
 app = ClientApp()
@@ -56,7 +57,11 @@ def init_network(spec: RunSpec) -> EdgeNetwork:
     )
 
 
-def _job(msg: Message, context: Context) -> tuple[LocalJob, RunSpec, int, ArrayRecord]:
+def _job(
+    msg: Message, context: Context, need_train: bool = True
+) -> tuple[LocalJob, RunSpec, int, ArrayRecord]:
+    """Rebuild this device for one call; training payloads are fetched only when needed (the
+    first contact always fetches everything: that is the device's one download)."""
     spec = load_spec(str(msg.content["config"]["spec"]))
     server_round = int(msg.content["config"]["server-round"])
     client = int(context.node_config["partition-id"])
@@ -76,7 +81,7 @@ def _job(msg: Message, context: Context) -> tuple[LocalJob, RunSpec, int, ArrayR
     cfg = spec.config
     job = LocalJob(
         net=net,
-        x_train=source.features(train_ids),
+        x_train=source.features(train_ids) if need_train or CONTACTED not in context.state else {},
         y_train=torch.from_numpy(spec.labels[train_ids]),
         x_test=source.features(test_ids),
         y_test=torch.from_numpy(spec.labels[test_ids]),
@@ -93,9 +98,6 @@ def _job(msg: Message, context: Context) -> tuple[LocalJob, RunSpec, int, ArrayR
         extra=extra,
     )
     return job, spec, client, received_record
-
-
-CONTACTED = "contacted"  # context.state key: the device already uploaded images, got features
 
 
 def _first_contact(context: Context, job: LocalJob, spec: RunSpec) -> dict[str, int]:
@@ -140,7 +142,9 @@ def train(msg: Message, context: Context) -> Message:
     job, spec, client, received = _job(msg, context)
     _maybe_fail(client, int(msg.content["config"]["server-round"]))
     strategy = get_strategy(spec.config.fed.strategy)
+    t_setup = time.perf_counter()
     loss, acc = strategy.local_update(job)
+    t_update = time.perf_counter()
     _persist(context, job)
     arrays = extract(job.net, strategy.share)
     metrics = _with_own_size(
@@ -156,6 +160,8 @@ def train(msg: Message, context: Context) -> Message:
             "params_up_bytes": record_nbytes(arrays),
             "params_up_wire_bytes": record_wire_bytes(arrays),
             "seconds": time.perf_counter() - start,
+            "setup_seconds": t_setup - start,  # rebuild the device, fetch its payloads
+            "update_seconds": t_update - t_setup,  # local training
         }
     )
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
@@ -163,8 +169,10 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    job, spec, client, received = _job(msg, context)
-    loss, acc = get_strategy(spec.config.fed.strategy).personal_eval(job)
+    spec = load_spec(str(msg.content["config"]["spec"]))
+    strategy = get_strategy(spec.config.fed.strategy)
+    job, spec, client, received = _job(msg, context, need_train=strategy.eval_needs_train)
+    loss, acc = strategy.personal_eval(job)
     metrics = _with_own_size(
         {
             "num-examples": len(job.y_test),

@@ -43,6 +43,8 @@ class FedStrategy:
     #: a full global model exists, so the server can evaluate it on the global test set
     global_model: ClassVar[bool] = True
     flower_cls: ClassVar[type] = FedAvg
+    #: personal evaluation trains first (FedBABU's head fine-tuning), so it needs the train payloads
+    eval_needs_train: ClassVar[bool] = False
 
     def flower_kwargs(self, fed: FedConfig) -> dict[str, Any]:
         return {}

@@ -14,6 +14,7 @@ class FedBABU(FedStrategy):
     summary = "head frozen during federation, body shared; head fine-tuned per client at evaluation"
     share = "body"
     global_model = False
+    eval_needs_train = True
 
     def local_update(self, job: LocalJob) -> tuple[float, float]:
         return fit(
