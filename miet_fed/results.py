@@ -51,3 +51,18 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=float) + "\n")
+
+
+def setting_fields(cfg: Any) -> dict[str, Any]:
+    """The model and edge settings every run summary starts with (tune and simulate alike)."""
+    m = cfg.model
+    return {
+        "model": m.name,
+        "weights": m.weights,
+        "img_size": m.img_size,
+        "gather": m.gather,
+        "k": m.k,
+        "dtype": m.dtype,
+        "edge": cfg.edge.name,
+        "seed": cfg.run.seed,
+    }

@@ -20,7 +20,7 @@ from miet_fed.config import TuneConfig, to_toml
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.edge.networks import build_edge_network, check_pair
 from miet_fed.edge.train import Optim, evaluate, fit
-from miet_fed.results import atomic_dir, run_path, slug, write_json
+from miet_fed.results import atomic_dir, run_path, setting_fields, slug, write_json
 
 
 def default_name(cfg: TuneConfig) -> str:
@@ -89,14 +89,7 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
         "dataset": cfg.data.dataset,
         "n_train": len(split.train),
         "n_test": len(split.test),
-        "model": cfg.model.name,
-        "weights": cfg.model.weights,
-        "img_size": cfg.model.img_size,
-        "gather": cfg.model.gather,
-        "k": cfg.model.k,
-        "dtype": cfg.model.dtype,
-        "edge": cfg.edge.name,
-        "seed": cfg.run.seed,
+        **setting_fields(cfg),
         "test_acc": test_acc,
         "test_loss": test_loss,
         "bytes_per_image": service.bytes_per_image,

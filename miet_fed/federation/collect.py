@@ -14,7 +14,7 @@ from miet_fed.comm.link import client_links, round_seconds
 from miet_fed.errors import MietError
 from miet_fed.federation.spec import RunSpec
 from miet_fed.federation.strategies import get_strategy
-from miet_fed.results import write_json
+from miet_fed.results import setting_fields, write_json
 
 ROWS = "rows.jsonl"
 BYTE_FIELDS = [*ledger_mod.FIELDS, *ledger_mod.WIRE.values()]
@@ -152,14 +152,7 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
         "rounds": cfg.fed.rounds,
         "partition": cfg.fed.partition,
         "alpha": cfg.fed.alpha,
-        "model": cfg.model.name,
-        "weights": cfg.model.weights,
-        "img_size": cfg.model.img_size,
-        "gather": cfg.model.gather,
-        "k": cfg.model.k,
-        "dtype": cfg.model.dtype,
-        "edge": cfg.edge.name,
-        "seed": cfg.run.seed,
+        **setting_fields(cfg),
         "personal_acc": value("personal_acc"),
         "personal_acc_weighted": weighted,
         "global_acc": value("global_acc"),
