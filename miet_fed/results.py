@@ -33,6 +33,9 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `final` (an older run there is removed)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # A run killed hard (SIGKILL, power loss) cannot clean up: drop its leftovers first.
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:

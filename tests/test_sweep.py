@@ -301,3 +301,50 @@ def test_study_scripts_build_their_sweeps():
         assert quick.name == f"{full.name}-quick"
         assert all(quick.fixed[k] == v for k, v in quick_set.items())
         assert str(quick.fixed["train.epochs"]) == "1"  # typed later, by the config field
+
+
+def test_sweep_killed_hard_resumes_to_the_same_table(tiny_npz, tmp_path):
+    """SIGKILL a sweep in its second run, start it again: the table equals an uninterrupted one,
+    and no half-written run is ever visible."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exe = str(Path(sys.executable).with_name("miet-fed"))
+    grid = {"train.lr": [0.001, 0.002, 0.003], "train.epochs": [400]}  # ~2 s per run
+    toml = write_sweep(tmp_path / "k.toml", tiny_npz, grid=grid)
+    env = {**os.environ, "MIET_FED_CACHE": os.environ["MIET_FED_CACHE"]}
+    subprocess.run(
+        [exe, "sweep", str(toml), "--out", "results/ref", "--quiet"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        [exe, "sweep", str(toml), "--out", "results/cut", "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = Path("results/cut/runs")
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(runs.glob("*/summary.json")):
+        time.sleep(0.02)  # the first run just completed: the second is starting
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list(runs.glob("*/summary.json"))
+    assert 1 <= len(done) < 3, "the kill must land before the sweep finished"
+    visible = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    assert all((p / "summary.json").exists() for p in visible)  # complete runs only
+    subprocess.run(
+        [exe, "sweep", str(toml), "--out", "results/cut", "--quiet"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    assert not [p for p in runs.iterdir() if p.name.startswith(".")]  # leftovers cleaned
+    ref, cut = (pd.read_csv(Path(d) / "runs.csv") for d in ("results/ref", "results/cut"))
+    drop = [c for c in ref.columns if c in TIMING or c.endswith("seconds")]
+    pd.testing.assert_frame_equal(ref.drop(columns=drop), cut.drop(columns=drop))
