@@ -20,8 +20,7 @@ def isolated(tmp_path, monkeypatch):
     yield
 
 
-@pytest.fixture
-def tiny_npz(tmp_path):
+def make_tiny_npz(path):
     """120 16x16 grey images in 3 classes told apart by brightness and a stripe: learnable fast."""
     rng = np.random.default_rng(0)
     n, classes = 120, 3
@@ -30,6 +29,10 @@ def tiny_npz(tmp_path):
     x += (y * 60)[:, None, None]
     for i in range(n):
         x[i, :, 4 * y[i] : 4 * y[i] + 3] = 255
-    path = tmp_path / "tiny.npz"
     np.savez(path, x=np.clip(x, 0, 255).astype(np.uint8), y=y)
     return path
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    return make_tiny_npz(tmp_path / "tiny.npz")

@@ -14,7 +14,8 @@ from miet_fed.cli import main
 from miet_fed.config import to_toml
 from miet_fed.report import total_bytes
 from miet_fed.sweep import load_sweep, plan
-from tests.test_sweep import make_tiny_npz, session_cache, write_sweep
+from tests.conftest import make_tiny_npz
+from tests.test_sweep import session_cache, write_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

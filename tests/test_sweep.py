@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -31,19 +30,6 @@ def session_cache(tmp_path_factory) -> Path:
     content, model and gather) are computed once per session, not once per test."""
     path = tmp_path_factory.getbasetemp() / "tiny-feature-cache"
     path.mkdir(exist_ok=True)
-    return path
-
-
-def make_tiny_npz(path: Path) -> Path:
-    """The same bytes as conftest's `tiny_npz`, for module-scoped fixtures."""
-    rng = np.random.default_rng(0)
-    n, classes = 120, 3
-    y = np.arange(n) % classes
-    x = rng.integers(0, 60, size=(n, 16, 16)).astype(np.int64)
-    x += (y * 60)[:, None, None]
-    for i in range(n):
-        x[i, :, 4 * y[i] : 4 * y[i] + 3] = 255
-    np.savez(path, x=np.clip(x, 0, 255).astype(np.uint8), y=y)
     return path
 
 
