@@ -20,6 +20,15 @@ def isolated(tmp_path, monkeypatch):
     yield
 
 
+def brightness_npz(path, n: int, seed: int):
+    """n 16x16 grey images in 3 classes told apart by brightness alone; returns the path."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = (rng.integers(0, 60, size=(n, 16, 16)) + (y * 60)[:, None, None]).astype(np.uint8)
+    np.savez(path, x=x, y=y)
+    return path
+
+
 def make_tiny_npz(path):
     """120 16x16 grey images in 3 classes told apart by brightness and a stripe: learnable fast."""
     rng = np.random.default_rng(0)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from miet_fed.cli import main
 from miet_fed.federation.strategies import STRATEGIES
+from tests.conftest import TINY, brightness_npz
 
 pytestmark = pytest.mark.slow
 
@@ -116,21 +116,12 @@ def test_fedavg_beats_chance_and_local_learns(shared_cache, monkeypatch, capsys)
 
 
 def test_thousand_registered_clients_ten_sampled(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    n = 4001
-    y = np.arange(n) % 3
-    x = (rng.integers(0, 60, size=(n, 16, 16)) + (y * 60)[:, None, None]).astype(np.uint8)
-    np.savez(tmp_path / "pool.npz", x=x, y=y)
+    brightness_npz(tmp_path / "pool.npz", 4001, seed=0)
     s = _simulate(
         capsys,
         "--dataset",
         f"npz:{tmp_path / 'pool.npz'}",
-        "--model",
-        "vit_tiny_patch16_224",
-        "--weights",
-        "random",
-        "--img-size",
-        "32",
+        *TINY,
         "--set",
         "data.n_train=4000",
         "--set",
@@ -159,19 +150,11 @@ def test_thousand_registered_clients_ten_sampled(tmp_path, capsys):
 
 
 def _tiny_sim_args(tmp_path: Path) -> list[str]:
-    rng = np.random.default_rng(1)
-    y = np.arange(120) % 3
-    x = (rng.integers(0, 60, size=(120, 16, 16)) + (y * 60)[:, None, None]).astype(np.uint8)
-    np.savez(tmp_path / "small.npz", x=x, y=y)
+    brightness_npz(tmp_path / "small.npz", 120, seed=1)
     return [
         "--dataset",
         f"npz:{tmp_path / 'small.npz'}",
-        "--model",
-        "vit_tiny_patch16_224",
-        "--weights",
-        "random",
-        "--img-size",
-        "32",
+        *TINY,
         "--set",
         "data.n_train=80",
         "--set",

@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from miet_fed.cli import main
+from tests.conftest import TINY, brightness_npz
 
 pytestmark = pytest.mark.slow
 
@@ -79,20 +79,12 @@ def _stop_cluster(temp: Path) -> None:
 
 
 def test_two_simulations_share_one_backbone(ray_head, tmp_path, capsys):
-    rng = np.random.default_rng(2)
-    y = np.arange(90) % 3
-    x = (rng.integers(0, 60, size=(90, 16, 16)) + (y * 60)[:, None, None]).astype(np.uint8)
-    np.savez(tmp_path / "c.npz", x=x, y=y)
+    brightness_npz(tmp_path / "c.npz", 90, seed=2)
     args = [
         "simulate",
         "--dataset",
         f"npz:{tmp_path / 'c.npz'}",
-        "--model",
-        "vit_tiny_patch16_224",
-        "--weights",
-        "random",
-        "--img-size",
-        "32",
+        *TINY,
         "--set",
         "data.n_train=60",
         "--set",
