@@ -181,11 +181,31 @@ def test_client_failure_is_reported_and_fails_the_run(tmp_path, monkeypatch, cap
     assert "1 client replies failed" in err and "fed.allow_failures=true" in err
     failures = pd.read_csv(Path("results/f/failures.csv"))
     assert failures["round"].tolist() == [1] and "injected fault" in failures.error[0]
+    assert failures["client"].tolist() == [2]  # the failed node is named by its partition
     s = _simulate(capsys, *args, "--set", "fed.allow_failures=true", "--out", "results/g")
     assert s["failures"] == 1
     rounds = pd.read_csv(Path("results/g/rounds.csv"))
     rounds = rounds[rounds["round"] >= 1]  # round 0: the initial global model, before training
     assert rounds.failures.tolist() == [1, 0] and rounds.clients_trained.tolist() == [3, 4]
+
+
+def test_killed_worker_process_is_one_failure_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    """SIGKILL the Ray worker running client 2 in round 2 (as the OOM killer would): that reply
+    is one recorded failure, the worker restarts, and every later message is served again."""
+    from miet_fed.federation.client_app import FAULT_ENV
+
+    monkeypatch.setenv(FAULT_ENV, "2:2:kill")
+    args = [*_tiny_sim_args(tmp_path), "--set", "fed.rounds=3", "--set", "fed.allow_failures=true"]
+    s = _simulate(capsys, *args, "--out", "results/w")
+    assert s["failures"] == 1
+    failures = pd.read_csv(Path("results/w/failures.csv"))
+    assert failures[["round", "phase", "client"]].values.tolist() == [[2, "train", 2]]
+    rounds = pd.read_csv(Path("results/w/rounds.csv"))
+    rounds = rounds[rounds["round"] >= 1]
+    assert rounds.clients_trained.tolist() == [4, 3, 4]
+    assert rounds.clients_evaluated.tolist() == [4, 4, 4]
+    monkeypatch.delenv(FAULT_ENV)
+    assert _simulate(capsys, *args, "--out", "results/w2")["failures"] == 0  # starts cleanly
 
 
 @pytest.mark.parametrize(

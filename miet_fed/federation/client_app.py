@@ -9,6 +9,7 @@ cloud backbone actor. Only the part the strategy shares crosses the network.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import numpy as np
@@ -126,13 +127,16 @@ def _persist(context: Context, job: LocalJob) -> None:
         context.state[EXTRA + key] = state_to_record(state)
 
 
-FAULT_ENV = "MIET_FED_INJECT_FAULT"  # "client:round[,client:round...]": raise there (tests)
+FAULT_ENV = "MIET_FED_INJECT_FAULT"  # "client:round[:kill][,...]": fail there (tests)
 
 
 def _maybe_fail(client: int, server_round: int) -> None:
-    """Fault injection for reliability tests: a client that raises mid-round, on purpose."""
-    wanted = os.environ.get(FAULT_ENV, "")
-    if f"{client}:{server_round}" in {w.strip() for w in wanted.split(",")}:
+    """Fault injection for reliability tests: a client that raises mid-round, or whose worker
+    process is killed (SIGKILL, as the OOM killer would), on purpose."""
+    wanted = {w.strip() for w in os.environ.get(FAULT_ENV, "").split(",")}
+    if f"{client}:{server_round}:kill" in wanted:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if f"{client}:{server_round}" in wanted:
         raise RuntimeError(f"injected fault in client {client}, round {server_round}")
 
 

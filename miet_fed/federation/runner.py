@@ -29,6 +29,8 @@ from miet_fed.federation.strategies import get_strategy
 from miet_fed.paths import cache_dir
 from miet_fed.results import atomic_dir, run_path, slug
 
+WORKER_RESTARTS = 10  # per ClientApp worker process (killed by the OOM killer, a segfault...)
+
 
 def default_name(cfg: SimulateConfig) -> str:
     m, f = cfg.model, cfg.fed
@@ -202,7 +204,14 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
             client_app=client_app,
             num_supernodes=cfg.fed.num_clients,
             backend_config={
-                "client_resources": {"num_cpus": cfg.fed.cpus_per_client, "num_gpus": 0.0},
+                "client_resources": {
+                    "num_cpus": cfg.fed.cpus_per_client,
+                    "num_gpus": 0.0,
+                    # Flower hands a dead ClientApp actor back to its pool, so without a
+                    # restart every later message to it fails too; Ray restarts the process
+                    # (the message it was running is still recorded as one failure).
+                    "max_restarts": WORKER_RESTARTS,
+                },
             },
         )
         timings["simulation_seconds"] = time.perf_counter() - t2

@@ -47,7 +47,8 @@ app = ServerApp()
 class Recorder:
     """Appends one JSON row per client reply (or failure) and prints one line per round."""
 
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, spec: RunSpec, order: dict[int, int] | None = None) -> None:
+        self.order = order or {}  # node id -> client (partition) id, to name failed clients
         self.path = Path(spec.sink) / ROWS
         self.rounds = spec.config.fed.rounds
         self.progress = spec.config.run.progress
@@ -66,8 +67,10 @@ class Recorder:
             if msg.has_error():
                 self.failures += 1
                 lines = [ln.strip() for ln in str(msg.error.reason).splitlines() if ln.strip()]
+                node = int(msg.metadata.src_node_id)
                 row.update(
-                    node=int(msg.metadata.src_node_id),
+                    client=self.order.get(node, -1),
+                    node=str(node),  # a uint64: as text, so pandas keeps every digit
                     error=(lines[-1] if lines else "unknown error")[:300],
                 )
             else:
@@ -194,7 +197,7 @@ def run_server(grid: Grid, spec_path: str) -> None:
     order = map_nodes(grid, spec.config.fed.num_clients)
     strategy = get_strategy(spec.config.fed.strategy)
     source = feature_source(spec_path)
-    recorder = Recorder(spec)
+    recorder = Recorder(spec, order)
     net = init_network(spec)
     initial = extract(net, strategy.share)
     x_test = y_test = None
