@@ -99,6 +99,9 @@ class RunConfig:
     ray_address: str = _h(
         "", "simulate: an existing Ray cluster ('auto' or host:port); '' starts a local one"
     )
+    checkpoint: bool = _h(
+        True, "simulate: save state each round; a killed run resumes from its last full round"
+    )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from flwr.common.serde import metric_record_to_proto
 from miet_fed.comm import codec
 from miet_fed.edge.networks import EdgeNetwork, build_edge_network
 from miet_fed.edge.train import Optim
+from miet_fed.federation import checkpoint
 from miet_fed.federation.actor import feature_source
 from miet_fed.federation.sharing import (
     extract,
@@ -67,6 +68,8 @@ def _job(
     server_round = int(msg.content["config"]["server-round"])
     client = int(context.node_config["partition-id"])
     strategy = get_strategy(spec.config.fed.strategy)
+    if spec.resume_round and CONTACTED not in context.state:
+        _restore(context, spec, client)
     net = init_network(spec)
     if NET in context.state:
         net.load_state_dict(record_to_state(context.state[NET]))
@@ -101,11 +104,24 @@ def _job(
     return job, spec, client, received_record
 
 
-def _first_contact(context: Context, job: LocalJob, spec: RunSpec) -> dict[str, int]:
+def _restore(context: Context, spec: RunSpec, client: int) -> None:
+    """A resumed run: this device's state as the killed run left it after `resume_round`."""
+    records, contact_round = checkpoint.load_client(spec.checkpoint, client, spec.resume_round)
+    for key, record in records.items():
+        context.state[key] = record
+    if contact_round:
+        context.state[CONTACTED] = ConfigRecord({"round": contact_round})
+
+
+def _first_contact(
+    context: Context, job: LocalJob, spec: RunSpec, client: int, server_round: int
+) -> dict[str, int]:
     """Images go up and features come down once per device: the edge caches its payloads."""
     if CONTACTED in context.state:
         return {"images_up_bytes": 0, "features_down_bytes": 0}
-    context.state[CONTACTED] = ConfigRecord({"round": 1})
+    context.state[CONTACTED] = ConfigRecord({"round": server_round})
+    if spec.checkpoint:
+        checkpoint.mark_contact(spec.checkpoint, client, server_round)
     n_images = len(job.y_train) + len(job.y_test)
     return {
         "images_up_bytes": n_images * spec.image_bytes,
@@ -121,10 +137,16 @@ def _with_own_size(values: dict) -> MetricRecord:
     return MetricRecord(values)
 
 
-def _persist(context: Context, job: LocalJob) -> None:
+def _persist(
+    context: Context, job: LocalJob, spec: RunSpec, client: int, server_round: int
+) -> None:
+    """Keep the device's state for its next round (and on disk, when the run checkpoints)."""
     context.state[NET] = state_to_record(job.net.state_dict())
     for key, state in job.extra.items():
         context.state[EXTRA + key] = state_to_record(state)
+    if spec.checkpoint:
+        records = {k: context.state[k] for k in context.state.array_records}
+        checkpoint.save_client(spec.checkpoint, client, server_round, records)
 
 
 FAULT_ENV = "MIET_FED_INJECT_FAULT"  # "client:round[:kill][,...]": fail there (tests)
@@ -144,12 +166,13 @@ def _maybe_fail(client: int, server_round: int) -> None:
 def train(msg: Message, context: Context) -> Message:
     start = time.perf_counter()
     job, spec, client, received = _job(msg, context)
-    _maybe_fail(client, int(msg.content["config"]["server-round"]))
+    server_round = int(msg.content["config"]["server-round"])
+    _maybe_fail(client, server_round)
     strategy = get_strategy(spec.config.fed.strategy)
     t_setup = time.perf_counter()
     loss, acc = strategy.local_update(job)
     t_update = time.perf_counter()
-    _persist(context, job)
+    _persist(context, job, spec, client, server_round)
     arrays = extract(job.net, strategy.share)
     metrics = _with_own_size(
         {
@@ -157,7 +180,7 @@ def train(msg: Message, context: Context) -> Message:
             "client": client,
             "train_loss": float(loss),
             "train_acc": float(acc),
-            **_first_contact(context, job, spec),
+            **_first_contact(context, job, spec, client, server_round),
             "params_down_bytes": record_nbytes(received),
             "params_down_wire_bytes": record_wire_bytes(received),
             "received_digest": record_digest(received),
@@ -176,6 +199,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     spec = load_spec(str(msg.content["config"]["spec"]))
     strategy = get_strategy(spec.config.fed.strategy)
     job, spec, client, received = _job(msg, context, need_train=strategy.eval_needs_train)
+    server_round = int(msg.content["config"]["server-round"])
     loss, acc = strategy.personal_eval(job)
     metrics = _with_own_size(
         {
@@ -183,7 +207,7 @@ def evaluate(msg: Message, context: Context) -> Message:
             "client": client,
             "personal_loss": float(loss),
             "personal_acc": float(acc),
-            **_first_contact(context, job, spec),
+            **_first_contact(context, job, spec, client, server_round),
             "params_down_bytes": record_nbytes(received),
             "params_down_wire_bytes": record_wire_bytes(received),
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ from miet_fed.config import SimulateConfig, to_toml
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.edge.networks import check_pair
 from miet_fed.errors import MietError
+from miet_fed.federation import checkpoint
 from miet_fed.federation.actor import actor_name
+from miet_fed.federation.checkpoint import open_checkpoint
 from miet_fed.federation.collect import collect
 from miet_fed.federation.partition import make_clients, partition_table
 from miet_fed.federation.spec import NAMESPACE, RunSpec
@@ -64,7 +67,7 @@ class Prepared:
     used_ids: np.ndarray
 
 
-def prepare(cfg: SimulateConfig, sink: Path) -> Prepared:
+def prepare(cfg: SimulateConfig, sink: Path, ckpt: str = "", resume_round: int = 0) -> Prepared:
     """Data, pool, partitions and payload shape: everything decided before any process starts."""
     check_names(cfg)
     ds = load_dataset(cfg.data.dataset)
@@ -97,6 +100,8 @@ def prepare(cfg: SimulateConfig, sink: Path) -> Prepared:
         actor=actor_name(cfg.model, cfg.data.dataset, str(cache_dir())),
         image_bytes=int(ds.images[0].nbytes),
         feature_bytes=feature_bytes,
+        checkpoint=ckpt,
+        resume_round=resume_round,
     )
     used = np.unique(np.concatenate([split.train, split.test]))
     return Prepared(spec, partition_table(clients, ds.labels, ds.num_classes), used)
@@ -153,13 +158,19 @@ def run_simulate(cfg: SimulateConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = run_path(cfg.run.out, default_name(cfg))
     with atomic_dir(out) as tmp:
-        prep = prepare(cfg, tmp)
+        check_names(cfg)
+        ckpt, resume_round = open_checkpoint(out, cfg)
+        if resume_round and cfg.run.progress:
+            print(f"resuming after round {resume_round} from {ckpt}", file=sys.stderr)
+        prep = prepare(cfg, tmp, ckpt, resume_round)
         spec_path = tmp / "spec.json"
         prep.spec.save(spec_path)
         prep.partitions.to_csv(tmp / "partitions.csv", index=False)
         timings = simulate_in_process(prep, str(spec_path))
+        timings["resumed_after_round"] = resume_round
         summary = collect(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
         (tmp / "config.toml").write_text(to_toml(cfg))
+    checkpoint.finish(ckpt)
     summary["out"] = str(out)
     if summary["failures"] and not cfg.fed.allow_failures:
         raise MietError(
@@ -282,18 +293,24 @@ def run_from_flwr(grid: Any, context: Any) -> None:
     t0 = time.perf_counter()
     out = run_path(cfg.run.out, default_name(cfg)).absolute()
     with atomic_dir(out) as tmp:
-        prep = prepare(cfg, tmp)
+        ckpt, resume_round = open_checkpoint(out, cfg)
+        prep = prepare(cfg, tmp, ckpt, resume_round)
         spec_path = tmp / "spec.json"
         prep.spec.save(spec_path)
         prep.partitions.to_csv(tmp / "partitions.csv", index=False)
         t1 = time.perf_counter()
         computed = feature_source(str(spec_path)).ensure(prep.used_ids)
-        timings = {"features_computed": computed, "extract_seconds": time.perf_counter() - t1}
+        timings = {
+            "features_computed": computed,
+            "extract_seconds": time.perf_counter() - t1,
+            "resumed_after_round": resume_round,
+        }
         t2 = time.perf_counter()
         run_server(grid, str(spec_path))
         timings["simulation_seconds"] = time.perf_counter() - t2
         summary = collect(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
         (tmp / "config.toml").write_text(to_toml(cfg))
+    checkpoint.finish(ckpt)
     print(f"results: {out}", flush=True)
     if summary["failures"] and not cfg.fed.allow_failures:
         raise MietError(

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from flwr.app import (
 from flwr.serverapp import Grid, ServerApp
 
 from miet_fed.edge.train import evaluate
+from miet_fed.federation import checkpoint
 from miet_fed.federation.actor import feature_source
 from miet_fed.federation.client_app import init_network
 from miet_fed.federation.collect import ROWS
@@ -55,6 +58,12 @@ class Recorder:
         self.failures = 0
         self._round: dict[str, Any] = {}
         self._t0 = time.perf_counter()
+
+    def restore(self, rows: Path) -> None:
+        """Rows of the rounds a killed run completed, as the start of this run's rows."""
+        shutil.copyfile(rows, self.path)
+        with self.path.open() as f:
+            self.failures = sum(1 for line in f if '"error"' in line)
 
     def write(self, row: dict[str, Any]) -> None:
         with self.path.open("a") as f:
@@ -192,6 +201,37 @@ def map_nodes(grid: Grid, num_clients: int, timeout: float = 120.0) -> dict[int,
     return order
 
 
+def run_rounds(
+    strategy: Any,
+    grid: Grid,
+    arrays: ArrayRecord,
+    first_round: int,
+    num_rounds: int,
+    train_config: ConfigRecord,
+    evaluate_config: ConfigRecord,
+    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None],
+    end_round: Callable[[int, ArrayRecord], None],
+    timeout: float = 3600,
+) -> ArrayRecord:
+    """Flower's `Strategy.start` loop, able to start after round 1 (a resumed run) and to
+    checkpoint at the end of each round: configure, send, aggregate train; the same for
+    evaluate; then the server-side evaluation of the global model."""
+    if first_round == 1:
+        evaluate_fn(0, arrays)
+    for server_round in range(first_round, num_rounds + 1):
+        messages = strategy.configure_train(server_round, arrays, train_config, grid)
+        replies = grid.send_and_receive(messages=messages, timeout=timeout)
+        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        if aggregated is not None:
+            arrays = aggregated
+        messages = strategy.configure_evaluate(server_round, arrays, evaluate_config, grid)
+        replies = grid.send_and_receive(messages=messages, timeout=timeout)
+        strategy.aggregate_evaluate(server_round, replies)
+        evaluate_fn(server_round, arrays)
+        end_round(server_round, arrays)
+    return arrays
+
+
 def run_server(grid: Grid, spec_path: str) -> None:
     spec = load_spec(spec_path)
     order = map_nodes(grid, spec.config.fed.num_clients)
@@ -223,14 +263,26 @@ def run_server(grid: Grid, spec_path: str) -> None:
         return MetricRecord({"global_acc": global_acc}) if global_acc is not None else None
 
     flower = make_flower_strategy(strategy, spec, recorder, order)
-    config = ConfigRecord({"spec": spec_path})
-    flower.start(
-        grid=grid,
-        initial_arrays=initial,
-        num_rounds=spec.config.fed.rounds,
-        train_config=config,
-        evaluate_config=ConfigRecord({"spec": spec_path}),
-        evaluate_fn=global_eval,
+    arrays, first_round = initial, 1
+    if spec.resume_round:  # a killed run's last complete round: go on from there
+        arrays, rows = checkpoint.load_server(spec.checkpoint, spec.resume_round, flower)
+        recorder.restore(rows)
+        first_round = spec.resume_round + 1
+
+    def end_round(server_round: int, arrays: ArrayRecord) -> None:
+        if spec.checkpoint:
+            checkpoint.save_server(spec.checkpoint, server_round, arrays, flower, recorder.path)
+
+    run_rounds(
+        flower,
+        grid,
+        arrays,
+        first_round,
+        spec.config.fed.rounds,
+        ConfigRecord({"spec": spec_path}),
+        ConfigRecord({"spec": spec_path}),
+        global_eval,
+        end_round,
     )
     stats = source.stats()
     stats["via_actor"] = source.via_actor

@@ -37,6 +37,8 @@ class RunSpec:
     feature_bytes: int  # one image's encoded payload, downloaded once
     actor: str = ACTOR_NAME
     namespace: str = NAMESPACE
+    checkpoint: str = ""  # absolute checkpoint folder ('' = off), see federation.checkpoint
+    resume_round: int = 0  # rounds 1..resume_round were completed by an earlier, killed run
 
     def save(self, path: Path) -> None:
         from miet_fed.config import to_dict
@@ -56,6 +58,8 @@ class RunSpec:
             "feature_bytes": self.feature_bytes,
             "actor": self.actor,
             "namespace": self.namespace,
+            "checkpoint": self.checkpoint,
+            "resume_round": self.resume_round,
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
@@ -82,4 +86,6 @@ def load_spec(path: str) -> RunSpec:
         feature_bytes=data["feature_bytes"],
         actor=data["actor"],
         namespace=data["namespace"],
+        checkpoint=data.get("checkpoint", ""),
+        resume_round=int(data.get("resume_round", 0)),
     )

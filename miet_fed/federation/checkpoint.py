@@ -1,0 +1,244 @@
+"""Per-round checkpoints of a simulation: a killed long run resumes from its last full round.
+
+A run's checkpoint lives next to its results folder, in `<parent>/.<run>.ckpt/`:
+
+    config.toml                  the run's config; a resume needs the same one
+    server.json                  the last complete round: the commit point, written last
+    server-r<R>.safetensors      global arrays and the strategy's state (FedAdam's moments,
+                                 FedAvgM's momentum) after round R
+    rows-r<R>.jsonl              every per-client row of rounds 0..R
+    clients/<c>/r<R>.safetensors client c's persistent state after it trained in round R
+    clients/<c>/contact-r<R>     client c's first contact (images up, features down) was round R
+
+Clients write their state every round they train (it may be needed by any later checkpoint);
+the server commits a round by writing `server.json` after its other files. A resume reads only
+what belongs to rounds <= the committed one and deletes the rest, so a round cut half-way is
+redone from scratch; rounds are seeded per (run, round, client), so the resumed run's tables
+equal an uninterrupted run's. Plain safetensors and JSON: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+from safetensors.numpy import load_file, save_file
+
+from miet_fed.config import SimulateConfig, to_dict, to_toml
+
+SERVER = "server.json"
+CLIENTS = "clients"
+#: Flower strategy attributes that carry state from round to round (FedOpt: m_t, v_t;
+#: FedAvgM: momentum_vector, current_arrays). Others are rebuilt every round.
+STRATEGY_STATE = ("m_t", "v_t", "momentum_vector", "current_arrays")
+#: Settings that do not change what a run computes: a resume may differ in these.
+RUNTIME_ONLY = {"run": {"progress", "ray_address", "out"}}
+
+
+def checkpoint_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.ckpt"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _signature(cfg: SimulateConfig) -> str:
+    data = to_dict(cfg)
+    for section, keys in RUNTIME_ONLY.items():
+        for key in keys:
+            data[section].pop(key, None)
+    return json.dumps(data, sort_keys=True)
+
+
+def open_checkpoint(out: Path, cfg: SimulateConfig) -> tuple[str, int]:
+    """The checkpoint folder for `out` (absolute, '' when off) and the round to resume after.
+
+    A checkpoint of a different config (the same results folder reused with other settings) is
+    discarded with a notice: its results would be replaced anyway."""
+    if not cfg.run.checkpoint:
+        return "", 0
+    path = checkpoint_dir(Path(out)).absolute()
+    saved = path / "config.json"
+    if path.exists() and (not saved.exists() or saved.read_text() != _signature(cfg)):
+        print(f"miet-fed: discarding a checkpoint of other settings: {path}", file=sys.stderr)
+        shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    if not saved.exists():
+        _atomic_write(saved, lambda p: p.write_text(_signature(cfg)))
+        (path / "config.toml").write_text(to_toml(cfg))  # for people: what this run was
+    last = committed_round(path)
+    _drop_after(path, last)
+    return str(path), last
+
+
+def committed_round(path: Path) -> int:
+    server = Path(path) / SERVER
+    return int(json.loads(server.read_text())["round"]) if server.exists() else 0
+
+
+_ROUND = re.compile(r"r(\d+)(?:\.\w+)?$")
+
+
+def _round_of(p: Path) -> int:
+    """r3.safetensors, contact-r3, server-r3.safetensors, rows-r3.jsonl -> 3."""
+    m = _ROUND.search(p.name)
+    return int(m.group(1)) if m else -1
+
+
+def _server_files(root: Path) -> list[Path]:
+    return [*root.glob("server-r*.safetensors"), *root.glob("rows-r*.jsonl")]
+
+
+def _drop_after(path: Path, last: int) -> None:
+    """Files of rounds after the committed one: a round the killed run did not finish."""
+    for p in (path / CLIENTS).glob("*/*"):
+        if _round_of(p) > last:
+            p.unlink(missing_ok=True)
+    for p in _server_files(path):
+        if _round_of(p) != last:
+            p.unlink(missing_ok=True)
+
+
+def finish(path: str) -> None:
+    """The run's results are in place: its checkpoint is no longer needed."""
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- arrays <-> safetensors -------------------------------------------------------------------
+
+
+def _flatten(named: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """{name: ArrayRecord | dict | list of arrays} -> flat tensors + layout to rebuild them."""
+    tensors: dict[str, np.ndarray] = {}
+    layout: dict[str, Any] = {}
+    for name, value in named.items():
+        if value is None:
+            continue
+        if isinstance(value, ArrayRecord):
+            items, kind = [(k, v.numpy()) for k, v in value.items()], "record"
+        elif isinstance(value, dict):
+            items, kind = list(value.items()), "dict"
+        elif isinstance(value, list):
+            items, kind = [(str(i), v) for i, v in enumerate(value)], "list"
+        else:
+            raise TypeError(f"cannot checkpoint {name} of type {type(value).__name__}")
+        layout[name] = {"kind": kind, "keys": [k for k, _ in items]}
+        for key, arr in items:
+            tensors[f"{name}/{key}"] = np.ascontiguousarray(arr)
+    return tensors, layout
+
+
+def _unflatten(tensors: dict[str, np.ndarray], layout: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, spec in layout.items():
+        arrays = [tensors[f"{name}/{k}"] for k in spec["keys"]]
+        if spec["kind"] == "record":
+            out[name] = ArrayRecord(
+                {k: Array(a) for k, a in zip(spec["keys"], arrays, strict=True)}
+            )
+        elif spec["kind"] == "dict":
+            out[name] = dict(zip(spec["keys"], arrays, strict=True))
+        else:
+            out[name] = arrays
+    return out
+
+
+def _save(path: Path, named: dict[str, Any]) -> None:
+    tensors, layout = _flatten(named)
+    meta = {"layout": json.dumps(layout)}
+    _atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        layout = json.loads((f.metadata() or {})["layout"])
+    return _unflatten(load_file(str(path)), layout)
+
+
+# --- server side ------------------------------------------------------------------------------
+
+
+def strategy_state(strategy: Any) -> dict[str, Any]:
+    return {
+        a: getattr(strategy, a) for a in STRATEGY_STATE if getattr(strategy, a, None) is not None
+    }
+
+
+def save_server(
+    path: str, server_round: int, arrays: ArrayRecord, strategy: Any, rows: Path
+) -> None:
+    """Commit round `server_round`: state files first, then `server.json` (the commit point)."""
+    root = Path(path)
+    _save(
+        root / f"server-r{server_round}.safetensors", {"arrays": arrays, **strategy_state(strategy)}
+    )
+    _atomic_write(root / f"rows-r{server_round}.jsonl", lambda p: shutil.copyfile(rows, p))
+    info = {"round": server_round}
+    _atomic_write(root / SERVER, lambda p: p.write_text(json.dumps(info)))
+    _drop_before(root, server_round)
+
+
+def _drop_before(root: Path, server_round: int) -> None:
+    """Keep one generation: the committed round's server files and each client's newest state."""
+    for p in _server_files(root):
+        if _round_of(p) != server_round:
+            p.unlink(missing_ok=True)
+    for client in (root / CLIENTS).glob("*"):
+        states = sorted(client.glob("r*.safetensors"), key=_round_of)
+        for p in states[:-1]:
+            p.unlink(missing_ok=True)
+
+
+def load_server(path: str, server_round: int, strategy: Any) -> tuple[ArrayRecord, Path]:
+    """Global arrays after `server_round` (the strategy's state restored in place) and the
+    rows file of rounds 0..server_round."""
+    root = Path(path)
+    state = _load(root / f"server-r{server_round}.safetensors")
+    arrays = state.pop("arrays")
+    for name, value in state.items():
+        setattr(strategy, name, value)
+    return arrays, root / f"rows-r{server_round}.jsonl"
+
+
+# --- client side ------------------------------------------------------------------------------
+
+
+def save_client(path: str, client: int, server_round: int, records: dict[str, ArrayRecord]) -> None:
+    folder = Path(path) / CLIENTS / str(client)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save(folder / f"r{server_round}.safetensors", records)
+
+
+def mark_contact(path: str, client: int, server_round: int) -> None:
+    folder = Path(path) / CLIENTS / str(client)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"contact-r{server_round}").touch()
+
+
+def load_client(path: str, client: int, upto: int) -> tuple[dict[str, ArrayRecord], int]:
+    """Client's newest state of a round <= `upto` and the round of its first contact (0: none)."""
+    folder = Path(path) / CLIENTS / str(client)
+    if not folder.is_dir():
+        return {}, 0
+    contacts = [_round_of(p) for p in folder.glob("contact-r*")]
+    contacts = [r for r in contacts if 0 < r <= upto]
+    states = [p for p in folder.glob("r*.safetensors") if 0 < _round_of(p) <= upto]
+    records = _load(max(states, key=_round_of)) if states else {}
+    return records, min(contacts, default=0)

@@ -1,0 +1,158 @@
+"""Per-round checkpoints: what is saved round-trips exactly, a resume uses only committed rounds,
+and a simulation killed hard (SIGKILL of its whole process group) resumes to the same tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from flwr.app import Array, ArrayRecord
+
+from miet_fed.config import SimulateConfig
+from miet_fed.federation import checkpoint as ck
+
+
+def _record(seed: int) -> ArrayRecord:
+    rng = np.random.default_rng(seed)
+    # Insertion order is not sorted on purpose: it must survive the round trip.
+    return ArrayRecord(
+        {
+            "z.weight": Array(rng.normal(size=(3, 4)).astype(np.float32)),
+            "a.bias": Array(rng.normal(size=(4,)).astype(np.float32)),
+        }
+    )
+
+
+def _same(a: ArrayRecord, b: ArrayRecord) -> bool:
+    return list(a) == list(b) and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_server_state_round_trips_fedadam_and_fedavgm(tmp_path):
+    from flwr.serverapp.strategy import FedAdam, FedAvgM
+
+    cfg = SimulateConfig()
+    path, last = ck.open_checkpoint(tmp_path / "results" / "run", cfg)
+    assert last == 0 and Path(path).is_absolute()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"round": 0}\n{"round": 1, "error": "x"}\n')
+
+    adam = FedAdam()
+    adam.m_t = {"w": np.arange(3.0)}  # float64 moments: kept as float64
+    adam.v_t = {"w": np.ones(3) * 0.5}
+    ck.save_server(path, 1, _record(0), adam, rows)
+    fresh = FedAdam()
+    arrays, rows_back = ck.load_server(path, 1, fresh)
+    assert _same(arrays, _record(0)) and rows_back.read_text() == rows.read_text()
+    assert fresh.m_t["w"].dtype == np.float64 and np.array_equal(fresh.m_t["w"], adam.m_t["w"])
+    assert np.array_equal(fresh.v_t["w"], adam.v_t["w"])
+
+    avgm = FedAvgM(server_momentum=0.9)
+    avgm.momentum_vector = [np.full((2, 2), 0.25, np.float32), np.zeros(3, np.float32)]
+    avgm.current_arrays = _record(5)
+    ck.save_server(path, 2, _record(1), avgm, rows)
+    assert sorted(p.name for p in Path(path).glob("server-r*")) == ["server-r2.safetensors"]
+    fresh = FedAvgM(server_momentum=0.9)
+    arrays, _ = ck.load_server(path, 2, fresh)
+    assert _same(arrays, _record(1)) and _same(fresh.current_arrays, _record(5))
+    assert [m.shape for m in fresh.momentum_vector] == [(2, 2), (3,)]
+    assert ck.committed_round(Path(path)) == 2
+
+
+def test_resume_uses_only_committed_rounds(tmp_path):
+    cfg = SimulateConfig()
+    out = tmp_path / "results" / "run"
+    path, _ = ck.open_checkpoint(out, cfg)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("{}\n")
+    ck.mark_contact(path, 3, 1)
+    ck.save_client(path, 3, 1, {"net": _record(1)})
+    ck.save_client(path, 3, 2, {"net": _record(2), "extra/personal": _record(7)})
+    from flwr.serverapp.strategy import FedAvg
+
+    ck.save_server(path, 2, _record(0), FedAvg(), rows)
+    assert [p.name for p in (Path(path) / "clients" / "3").glob("r*")] == ["r2.safetensors"]
+    # round 3 was cut half-way: client 3 trained, client 5 made first contact, no commit
+    ck.save_client(path, 3, 3, {"net": _record(3)})
+    ck.mark_contact(path, 5, 3)
+
+    path2, last = ck.open_checkpoint(out, cfg)
+    assert (path2, last) == (path, 2)
+    records, contact = ck.load_client(path, 3, last)
+    assert contact == 1 and _same(records["net"], _record(2))
+    assert _same(records["extra/personal"], _record(7))
+    assert not (Path(path) / "clients" / "3" / "r3.safetensors").exists()  # dropped
+    assert ck.load_client(path, 5, last) == ({}, 0)  # its contact belongs to the cut round
+    assert ck.load_client(path, 9, last) == ({}, 0)  # never seen
+
+    other = replace(cfg, train=replace(cfg.train, lr=0.5))
+    _, last = ck.open_checkpoint(out, other)  # other settings: a fresh start, not a mix
+    assert last == 0 and not (Path(path) / "clients").exists()
+    same_but_quiet = replace(other, run=replace(other.run, progress=False))
+    assert ck.open_checkpoint(out, same_but_quiet)[0] == path  # runtime-only keys may differ
+
+    off = replace(cfg, run=replace(cfg.run, checkpoint=False))
+    assert ck.open_checkpoint(out, off) == ("", 0)
+
+
+@pytest.mark.slow
+def test_simulation_killed_hard_resumes_to_the_same_tables(tmp_path):
+    """Ditto keeps a personal model per client (client state) on top of the shared one."""
+    from tests.conftest import TINY, brightness_npz
+
+    brightness_npz(tmp_path / "small.npz", 120, seed=1)
+    exe = str(Path(sys.executable).with_name("miet-fed"))
+    sets = {
+        "data.n_train": 80,
+        "data.n_test": 20,
+        "fed.num_clients": 4,
+        "fed.clients_per_round": 3,
+        "fed.rounds": 5,
+        "fed.partition": "iid",
+        "fed.strategy": "ditto",
+    }
+    args = [exe, "simulate", "--dataset", f"npz:{tmp_path / 'small.npz'}", *TINY, "--quiet"]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    env = dict(os.environ)
+
+    def run(out: str) -> dict:
+        done = subprocess.run([*args, "--out", out, "--json"], env=env, capture_output=True)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        return json.loads(done.stdout.decode().splitlines()[-1])
+
+    assert run("results/ref")["resumed_after_round"] == 0
+    proc = subprocess.Popen(
+        [*args, "--out", "results/cut"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill takes Ray's processes too
+    )
+    server = Path("results/.cut.ckpt/server.json")
+    deadline = time.time() + 180
+    while time.time() < deadline and ck.committed_round(server.parent) < 2:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cut_at = ck.committed_round(server.parent)
+    assert 2 <= cut_at < 5, "the kill must land before the run finished"
+    assert not Path("results/cut").exists()  # nothing half-written is visible
+
+    summary = run("results/cut")
+    assert summary["resumed_after_round"] == cut_at and summary["failures"] == 0
+    assert not server.parent.exists()  # the checkpoint goes once the results are in place
+    for name in ("clients.csv", "rounds.csv", "ledger.csv", "partitions.csv"):
+        a, b = (pd.read_csv(Path(d) / name) for d in ("results/ref", "results/cut"))
+        timing = [c for c in a.columns if c.endswith("seconds") and c != "comm_seconds"]
+        pd.testing.assert_frame_equal(
+            a.drop(columns=timing), b.drop(columns=timing), check_exact=True, obj=name
+        )
