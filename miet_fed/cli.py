@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from miet_fed.errors import MietError
+from miet_fed.errors import MietError, user_message
 
 #: Common flags -> config keys, shared by every command that runs a job.
 COMMON_FLAGS = {
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except MietError as exc:
-        print(f"miet-fed: error: {exc}", file=sys.stderr)
+        print(f"miet-fed: error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("miet-fed: interrupted; the run in progress left nothing in results", file=sys.stderr)

@@ -83,6 +83,129 @@ def test_bad_input_is_one_line(case, tmp_path, capsys):
     assert not Path("results").exists() or not any(Path("results").iterdir())
 
 
+def _png(path: Path, size: tuple[int, int] = (8, 8)) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (90, 90, 90)).save(path)
+
+
+def _folder(tmp_path: Path, broken: bool = False, mixed: bool = False) -> str:
+    for cls in ("cat", "dog"):
+        for i in range(4):
+            _png(tmp_path / "imgs" / cls / f"{i}.png")
+    if broken:
+        (tmp_path / "imgs" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    if mixed:
+        _png(tmp_path / "imgs" / "dog" / "big.png", size=(12, 8))
+    return f"folder:{tmp_path / 'imgs'}"
+
+
+def _npz(tmp_path: Path, **arrays: np.ndarray) -> str:
+    np.savez(tmp_path / "data.npz", **arrays)
+    return f"npz:{tmp_path / 'data.npz'}"
+
+
+def _nan_weights(tmp_path: Path, value: float) -> str:
+    """A complete ViT-Tiny checkpoint with one non-finite weight: every feature turns NaN/inf."""
+    from safetensors.torch import save_file
+
+    from miet_fed._compat import import_timm
+
+    state = import_timm().create_model("vit_tiny_patch16_224", pretrained=False).state_dict()
+    state = {k: v.contiguous() for k, v in state.items()}
+    state["blocks.0.mlp.fc1.weight"][:, 0] = value
+    save_file(state, str(tmp_path / "nan.safetensors"))
+    return str(tmp_path / "nan.safetensors")
+
+
+def _object_npz(tmp_path: Path) -> str:
+    x = np.empty(2, dtype=object)
+    x[0], x[1] = np.zeros((4, 4)), np.ones((4, 4))
+    return _npz(tmp_path, x=x, y=np.array([0, 1]))
+
+
+def _config(tmp_path: Path, text: str) -> str:
+    (tmp_path / "c.toml").write_text(text)
+    return str(tmp_path / "c.toml")
+
+
+IMAGES = ["--model", "vit_tiny_patch16_224", "--weights", "random", "--img-size", "32"]
+U8 = np.uint8
+#: name -> (command, builder of the arguments from tmp_path, expected part of the one line)
+FILE_CASES = {
+    "unreadable image in a folder": (
+        "tune",
+        lambda t: ["--dataset", _folder(t, broken=True), *IMAGES],
+        "cannot read image",
+    ),
+    "mixed-size images in a folder": (
+        "simulate",
+        lambda t: ["--dataset", _folder(t, mixed=True), *IMAGES],
+        "resize them to one size",
+    ),
+    "missing image folder": ("tune", lambda t: ["--dataset", f"folder:{t}/nope"], "not found"),
+    "npz float images": (
+        "tune",
+        lambda t: ["--dataset", _npz(t, x=np.zeros((4, 8, 8), np.float32), y=np.arange(4) % 2)],
+        "uint8",
+    ),
+    "npz labels negative": (
+        "simulate",
+        lambda t: ["--dataset", _npz(t, x=np.zeros((4, 8, 8), U8), y=np.array([0, -1, 0, 1]))],
+        "negative",
+    ),
+    "npz labels and images disagree": (
+        "tune",
+        lambda t: ["--dataset", _npz(t, x=np.zeros((4, 8, 8), U8), y=np.arange(3))],
+        "4 images but y has 3",
+    ),
+    "npz object arrays": ("tune", lambda t: ["--dataset", _object_npz(t)], "object arrays"),
+    "NaN features": (
+        "tune",
+        lambda t: [*IMAGES[:2], "--weights", _nan_weights(t, float("nan")), *IMAGES[4:]],
+        "NaN/inf features",
+    ),
+    "infinite features": (
+        "simulate",
+        lambda t: [*IMAGES[:2], "--weights", _nan_weights(t, float("inf")), *IMAGES[4:]],
+        "NaN/inf features",
+    ),
+    "missing config file": ("simulate", lambda t: [str(t / "nope.toml")], "config file not found"),
+    "config value of the wrong type": (
+        "simulate",
+        lambda t: [_config(t, '[edge]\nrank = "four"\n')],
+        "edge.rank must be int",
+    ),
+    "misspelled config section": (
+        "tune",
+        lambda t: [_config(t, "[trian]\nepochs = 3\n")],
+        "unknown section [trian]",
+    ),
+    "empty client partition": (
+        "simulate",
+        lambda t: (
+            [*IMAGES, "--set", "fed.partition=dirichlet", "--set", "fed.alpha=0.01"]
+            + ["--set", "fed.num_clients=40", "--set", "data.n_train=100"]
+        ),
+        "could not give each of 40 clients",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_bad_files_and_data_are_one_line(case, tmp_path, capsys):
+    command, build, message = FILE_CASES[case]
+    args = build(tmp_path)
+    if command == "simulate":
+        args += ["--set", "fed.rounds=1"]
+    assert main([command, *args, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("miet-fed: error: ") and "\n" not in err, err
+    assert message in err, err
+    assert not Path("results").exists() or not any(Path("results").iterdir())
+
+
 def test_wrong_shaped_npz(tmp_path, capsys):
     assert main(["tune", "--dataset", _bad_npz(tmp_path), *TINY, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()

@@ -25,6 +25,8 @@ import re
 import shutil
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,20 @@ def open_checkpoint(out: Path, cfg: SimulateConfig) -> tuple[str, int]:
     last = committed_round(path)
     _drop_after(path, last)
     return str(path), last
+
+
+@contextmanager
+def checkpointed(out: Path, cfg: SimulateConfig) -> Iterator[tuple[str, int]]:
+    """`open_checkpoint` for the length of a run: removed once the run succeeded (its results
+    are in place); kept after a failure only if it holds a complete round to resume from."""
+    path, last = open_checkpoint(out, cfg)
+    try:
+        yield path, last
+    except BaseException:
+        if path and committed_round(Path(path)) == 0:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    finish(path)
 
 
 def committed_round(path: Path) -> int:

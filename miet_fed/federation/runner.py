@@ -22,9 +22,8 @@ from miet_fed.config import SimulateConfig, to_toml
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.edge.networks import check_pair
 from miet_fed.errors import MietError
-from miet_fed.federation import checkpoint
 from miet_fed.federation.actor import actor_name
-from miet_fed.federation.checkpoint import open_checkpoint
+from miet_fed.federation.checkpoint import checkpointed
 from miet_fed.federation.collect import collect
 from miet_fed.federation.partition import make_clients, partition_table
 from miet_fed.federation.spec import NAMESPACE, RunSpec
@@ -157,9 +156,8 @@ def _init_ray(cfg: SimulateConfig) -> None:
 def run_simulate(cfg: SimulateConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = run_path(cfg.run.out, default_name(cfg))
-    with atomic_dir(out) as tmp:
-        check_names(cfg)
-        ckpt, resume_round = open_checkpoint(out, cfg)
+    check_names(cfg)
+    with checkpointed(out, cfg) as (ckpt, resume_round), atomic_dir(out) as tmp:
         if resume_round and cfg.run.progress:
             print(f"resuming after round {resume_round} from {ckpt}", file=sys.stderr)
         prep = prepare(cfg, tmp, ckpt, resume_round)
@@ -170,7 +168,6 @@ def run_simulate(cfg: SimulateConfig) -> dict[str, Any]:
         timings["resumed_after_round"] = resume_round
         summary = collect(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
         (tmp / "config.toml").write_text(to_toml(cfg))
-    checkpoint.finish(ckpt)
     summary["out"] = str(out)
     if summary["failures"] and not cfg.fed.allow_failures:
         raise MietError(
@@ -292,8 +289,7 @@ def run_from_flwr(grid: Any, context: Any) -> None:
         )
     t0 = time.perf_counter()
     out = run_path(cfg.run.out, default_name(cfg)).absolute()
-    with atomic_dir(out) as tmp:
-        ckpt, resume_round = open_checkpoint(out, cfg)
+    with checkpointed(out, cfg) as (ckpt, resume_round), atomic_dir(out) as tmp:
         prep = prepare(cfg, tmp, ckpt, resume_round)
         spec_path = tmp / "spec.json"
         prep.spec.save(spec_path)
@@ -310,7 +306,6 @@ def run_from_flwr(grid: Any, context: Any) -> None:
         timings["simulation_seconds"] = time.perf_counter() - t2
         summary = collect(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
         (tmp / "config.toml").write_text(to_toml(cfg))
-    checkpoint.finish(ckpt)
     print(f"results: {out}", flush=True)
     if summary["failures"] and not cfg.fed.allow_failures:
         raise MietError(
