@@ -273,9 +273,27 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise MietError(f"{path} is not valid TOML: {exc}") from None
 
 
+def check_contained(out: str, source: Path | None) -> None:
+    """A config file (perhaps someone else's) may only write inside the results folder; a path
+    elsewhere must be chosen on the command line (--out), where the user sees it."""
+    from miet_fed.results import RESULTS_ROOT
+
+    root = (Path.cwd() / RESULTS_ROOT).resolve()
+    target = (Path.cwd() / Path(out).expanduser()).resolve()
+    if target == root or not target.is_relative_to(root):
+        raise MietError(
+            f"run.out = {out!r} in {source} is outside {RESULTS_ROOT}/: a config file may only "
+            f"name a folder inside {RESULTS_ROOT}/ (e.g. '{RESULTS_ROOT}/my-run'); "
+            "pass --out to write elsewhere"
+        )
+
+
 def load_config(cls: type[C], path: Path | None, overrides: dict[str, dict[str, Any]]) -> C:
     """TOML file (optional), then overrides on top, into a validated frozen config."""
     data = read_toml(path) if path is not None else {}
+    run = data.get("run")
+    if isinstance(run, dict) and isinstance(run.get("out"), str) and run["out"]:
+        check_contained(run["out"], path)
     for section, values in overrides.items():
         if section in data and not isinstance(data[section], dict):
             raise MietError(f"[{section}] must be a table of keys")

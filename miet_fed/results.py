@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from miet_fed.errors import MietError
+
 RESULTS_ROOT = Path("results")
 
 
@@ -28,10 +30,26 @@ def run_path(out: str, default_name: str) -> Path:
     return Path(out).expanduser() if out else RESULTS_ROOT / default_name
 
 
+RUN_MARKER = "summary.json"  # every complete run folder (tune, simulate) has one
+
+
+def check_replaceable(final: Path) -> None:
+    """A run replaces an older run in its folder, never anything else: `--out ~` must not
+    delete a home directory."""
+    if final.is_file() or final.is_symlink():
+        raise MietError(f"{final} is a file, not a results folder; choose another --out")
+    if final.is_dir() and any(final.iterdir()) and not (final / RUN_MARKER).is_file():
+        raise MietError(
+            f"{final} exists and is not a miet-fed run folder (no {RUN_MARKER}); "
+            "choose another --out or empty it first"
+        )
+
+
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `final` (an older run there is removed)."""
     final = Path(final)
+    check_replaceable(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     # A run killed hard (SIGKILL, power loss) cannot clean up: drop its leftovers first.
     for stale in final.parent.glob(f".{final.name}.tmp-*"):

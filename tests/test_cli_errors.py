@@ -125,6 +125,12 @@ def _object_npz(tmp_path: Path) -> str:
     return _npz(tmp_path, x=x, y=np.array([0, 1]))
 
 
+def _notes(tmp_path: Path) -> str:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.tex").write_text("precious")
+    return str(tmp_path / "notes")
+
+
 def _config(tmp_path: Path, text: str) -> str:
     (tmp_path / "c.toml").write_text(text)
     return str(tmp_path / "c.toml")
@@ -182,6 +188,24 @@ FILE_CASES = {
         lambda t: [_config(t, "[trian]\nepochs = 3\n")],
         "unknown section [trian]",
     ),
+    "config file writes outside results/": (
+        "tune",
+        lambda t: [_config(t, '[run]\nout = "../elsewhere"\n')],
+        "outside results/",
+    ),
+    "config file writes to an absolute path": (
+        "simulate",
+        lambda t: [_config(t, f'[run]\nout = "{t}/abs"\n')],
+        "pass --out to write elsewhere",
+    ),
+    "--out onto a folder that is not a run": (
+        "tune",
+        lambda t: (
+            [*IMAGES, "--dataset", _npz(t, x=np.zeros((40, 8, 8), U8), y=np.arange(40) % 2)]
+            + ["--set", "data.n_train=20", "--out", _notes(t)]
+        ),
+        "is not a miet-fed run folder",
+    ),
     "empty client partition": (
         "simulate",
         lambda t: (
@@ -204,6 +228,8 @@ def test_bad_files_and_data_are_one_line(case, tmp_path, capsys):
     assert err.startswith("miet-fed: error: ") and "\n" not in err, err
     assert message in err, err
     assert not Path("results").exists() or not any(Path("results").iterdir())
+    if (tmp_path / "notes").exists():
+        assert [p.name for p in (tmp_path / "notes").iterdir()] == ["thesis.tex"]
 
 
 def test_wrong_shaped_npz(tmp_path, capsys):

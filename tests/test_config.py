@@ -72,3 +72,30 @@ def test_bad_toml_types_and_files(tmp_path):
         load_config(TuneConfig, bad, {})
     with pytest.raises(MietError, match="config file not found"):
         load_config(TuneConfig, tmp_path / "missing.toml", {})
+
+
+@pytest.mark.parametrize(
+    ("out", "ok"),
+    [
+        ("results/mine", True),
+        ("results/a/b", True),
+        ("./results/x", True),
+        ("results", False),
+        ("results/../x", False),
+        ("../results/x", False),
+        ("/tmp/x", False),
+        ("~/x", False),
+    ],
+)
+def test_config_file_out_stays_inside_results(out, ok, tmp_path):
+    from miet_fed.config import SimulateConfig, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(f'[run]\nout = "{out}"\n')
+    if ok:
+        assert load_config(SimulateConfig, path, {}).run.out == out
+    else:
+        with pytest.raises(MietError, match="outside results/"):
+            load_config(SimulateConfig, path, {})
+    # the command line may choose any folder
+    assert load_config(SimulateConfig, None, {"run": {"out": "/tmp/x"}}).run.out == "/tmp/x"
