@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "scaling": "benchmarks.scaling",
     "startup": "benchmarks.startup",
     "edge_resources": "benchmarks.edge_resources",
+    "checkpoint": "benchmarks.checkpoint",
 }
 SIZES = ("quick", "default", "large")
 
