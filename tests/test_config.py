@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,19 @@ def test_config_file_out_stays_inside_results(out, ok, tmp_path):
             load_config(SimulateConfig, path, {})
     # the command line may choose any folder
     assert load_config(SimulateConfig, None, {"run": {"out": "/tmp/x"}}).run.out == "/tmp/x"
+
+
+def test_telemetry_is_off_unless_asked():
+    import subprocess
+    import sys
+
+    code = (
+        "import os; import miet_fed; import flwr.supercore.telemetry as t; "
+        "print(t.FLWR_TELEMETRY_ENABLED, os.environ['RAY_USAGE_STATS_ENABLED'])"
+    )
+    env = {k: v for k, v in os.environ.items() if "TELEMETRY" not in k and "USAGE_STATS" not in k}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["0", "0"], out.stderr
+    env["FLWR_TELEMETRY_ENABLED"] = "1"  # an explicit choice is kept
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["1", "0"], out.stderr

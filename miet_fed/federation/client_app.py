@@ -23,6 +23,7 @@ from miet_fed.edge.networks import EdgeNetwork, build_edge_network
 from miet_fed.edge.train import Optim
 from miet_fed.federation import checkpoint
 from miet_fed.federation.actor import feature_source
+from miet_fed.federation.logs import quiet_flower
 from miet_fed.federation.sharing import (
     extract,
     load_shared,
@@ -40,6 +41,7 @@ CONTACTED = "contacted"  # context.state key: the device already uploaded images
 EXTRA = "extra/"  # prefix of strategy-specific persisted states (Ditto's personal model)
 
 app = ClientApp()
+quiet_flower()  # in the worker processes that run clients
 
 
 def client_seed(run_seed: int, server_round: int, client: int) -> int:

@@ -25,6 +25,7 @@ from miet_fed.errors import MietError
 from miet_fed.federation.actor import actor_name
 from miet_fed.federation.checkpoint import checkpointed
 from miet_fed.federation.collect import collect
+from miet_fed.federation.logs import quiet_flower
 from miet_fed.federation.partition import make_clients, partition_table
 from miet_fed.federation.spec import NAMESPACE, RunSpec
 from miet_fed.federation.strategies import get_strategy
@@ -191,6 +192,7 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     logging.getLogger("flwr").setLevel(logging.WARNING)
+    quiet_flower()
     _init_ray(cfg)
     try:
         actor = start_actor(
