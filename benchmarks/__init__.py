@@ -274,6 +274,23 @@ def sim_pairs(model: dict[str, Any], **keys: Any) -> list[str]:
     return pairs
 
 
+def size_job(size: dict[str, Any]) -> tuple[list[str], Any]:
+    """A SIZES entry of the form {model, rounds, extra} -> (its overrides, its SimulateConfig)."""
+    pairs = sim_pairs(size["model"], fed__rounds=size["rounds"])
+    pairs += [f"{k}={v}" for k, v in size["extra"].items()]
+    return pairs, sim_config(pairs)
+
+
+def job_settings(cfg: Any) -> dict[str, Any]:
+    """The settings line every simulate benchmark starts its report with."""
+    return {
+        "model": cfg.model.name,
+        "img_size": cfg.model.img_size,
+        "clients": cfg.fed.num_clients,
+        "strategy": cfg.fed.strategy,
+    }
+
+
 def sim_config(pairs: list[str]) -> Any:
     """The SimulateConfig `miet-fed simulate --set PAIR ...` would run."""
     from miet_fed.config import SimulateConfig, load_config, parse_overrides

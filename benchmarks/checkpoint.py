@@ -10,12 +10,12 @@ from benchmarks import (
     REAL,
     TINY,
     Report,
+    job_settings,
     median,
     prefill,
     ratio,
-    sim_config,
-    sim_pairs,
     simulate_cli,
+    size_job,
 )
 
 DESCRIPTION = (
@@ -73,15 +73,10 @@ class _PeakSize:
 
 def run(size: str, work: Path) -> Report:
     s = SIZES[size]
-    pairs = sim_pairs(s["model"], fed__rounds=s["rounds"])
-    pairs += [f"{k}={v}" for k, v in s["extra"].items()]
-    cfg = sim_config(pairs)
+    pairs, cfg = size_job(s)
     rep = Report("checkpoint", DESCRIPTION)
     rep.settings = {
-        "model": cfg.model.name,
-        "img_size": cfg.model.img_size,
-        "clients": cfg.fed.num_clients,
-        "strategy": cfg.fed.strategy,
+        **job_settings(cfg),
         "edge": cfg.edge.name,
         "rounds": cfg.fed.rounds,
         "repeats": s["repeats"],

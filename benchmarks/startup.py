@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import REAL, TINY, Report, prefill, sim_config, sim_pairs, simulate_cli
+from benchmarks import REAL, TINY, Report, job_settings, prefill, simulate_cli, size_job
 
 DESCRIPTION = (
     "`miet-fed simulate` as a subprocess with every feature already cached: seconds from the "
@@ -30,15 +30,10 @@ TARGET_S = 15.0
 
 def run(size: str, work: Path) -> Report:
     s = SIZES[size]
-    pairs = sim_pairs(s["model"], fed__rounds=s["rounds"])
-    pairs += [f"{k}={v}" for k, v in s["extra"].items()]
-    cfg = sim_config(pairs)
+    pairs, cfg = size_job(s)
     rep = Report("startup", DESCRIPTION)
     rep.settings = {
-        "model": cfg.model.name,
-        "img_size": cfg.model.img_size,
-        "clients": cfg.fed.num_clients,
-        "strategy": cfg.fed.strategy,
+        **job_settings(cfg),
         "pool_images": cfg.data.n_train,
         "test_images": cfg.data.n_test,
         "rounds": cfg.fed.rounds,
