@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -156,16 +159,59 @@ def _run(args: argparse.Namespace) -> int:
     return _tool(args.command).run(args)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's pre-emption, `kill`) unwinds like Ctrl-C: Ray is shut down and
+    the run's temporary folder removed, instead of dying mid-write; exit status 143."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    """Ctrl-C or SIGTERM: Flower's engine threads and Ray's workers now fail one after another
+    while the run unwinds; their tracebacks say nothing, so Flower's logger goes quiet first."""
+    import logging
+
+    logging.getLogger("flwr").setLevel(logging.CRITICAL + 1)
+    raise _Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def _exit_now_if_stuck(code: int) -> None:
+    """After Ctrl-C in a simulation, Flower's ServerApp thread (not a daemon) still waits for
+    replies from the engine that was just stopped, and would keep the process alive for up to an
+    hour: leave without waiting for it."""
+    stuck = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and t.is_alive() and not t.daemon
+    ]
+    if stuck:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS} if in_main else {}
     try:
         return _run(args)
     except MietError as exc:
         print(f"miet-fed: error: {user_message(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("miet-fed: interrupted; the run in progress left nothing in results", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        code = 143 if isinstance(exc, _Terminated) else 130
+        print(
+            f"miet-fed: {'terminated' if code == 143 else 'interrupted'}; nothing was written to "
+            "results/ (a simulation resumes from its last complete round when run again)",
+            file=sys.stderr,
+        )
+        _exit_now_if_stuck(code)
+        return code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -156,3 +156,60 @@ def test_simulation_killed_hard_resumes_to_the_same_tables(tmp_path):
         pd.testing.assert_frame_equal(
             a.drop(columns=timing), b.drop(columns=timing), check_exact=True, obj=name
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_stops_cleanly_and_keeps_the_checkpoint(sig, code, tmp_path):
+    """Ctrl-C or a scheduler's SIGTERM mid-run: a prompt exit (Flower's server thread would
+    otherwise wait up to an hour for replies; Ray's own handlers would abort or hang), one line,
+    nothing in results/, Ray's processes gone, and the committed rounds kept for a resume."""
+    from tests.conftest import TINY, brightness_npz
+
+    brightness_npz(tmp_path / "small.npz", 120, seed=1)
+    exe = str(Path(sys.executable).with_name("miet-fed"))
+    cmd = [exe, "simulate", "--dataset", f"npz:{tmp_path / 'small.npz'}", *TINY, "--quiet"]
+    for pair in ("data.n_train=80", "data.n_test=20", "fed.num_clients=4", "fed.rounds=30"):
+        cmd += ["--set", pair]
+    proc = subprocess.Popen(
+        [*cmd, "--out", "results/s"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a stray process group would be ours to clean up below
+    )
+    ckpt = Path("results/.s.ckpt")
+    deadline = time.time() + 180
+    while time.time() < deadline and ck.committed_round(ckpt) < 1:
+        time.sleep(0.05)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # Ctrl-C in a terminal: the whole foreground group, Ray too
+    else:
+        proc.send_signal(sig)  # `kill PID`: the command alone
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("miet-fed: ") and "resumes from its last complete round" in last
+    assert "Traceback" not in err
+    assert [p.name for p in Path("results").iterdir()] == [".s.ckpt"]
+    assert 1 <= ck.committed_round(ckpt) < 30
+    deadline = time.time() + 20
+    while time.time() < deadline and _group_alive(proc.pid):
+        time.sleep(0.2)
+    assert not _group_alive(proc.pid), "Ray processes of the stopped run are still running"
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any live (not zombie) process left in the process group?"""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False

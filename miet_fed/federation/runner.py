@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +143,8 @@ def _init_ray(cfg: SimulateConfig) -> None:
     if cfg.run.ray_address:
         _check_reachable(cfg.run.ray_address)
         try:
-            ray.init(address=cfg.run.ray_address, **common)
+            with _keep_sigterm_handler():
+                ray.init(address=cfg.run.ray_address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise MietError(
                 f"cannot connect to the Ray cluster at '{cfg.run.ray_address}' "
@@ -147,11 +152,29 @@ def _init_ray(cfg: SimulateConfig) -> None:
                 "or leave run.ray_address empty"
             ) from None
         return
-    ray.init(
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",  # nothing listens beyond this machine by default
-        **common,
-    )
+    with _keep_sigterm_handler():
+        ray.init(
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",  # nothing listens beyond this machine by default
+            **common,
+        )
+
+
+@contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """ray.init replaces the SIGTERM handler (natively: abort with a stack dump; in Python:
+    sys.exit, which leaves Flower's server thread waiting) and may touch SIGINT's; put the
+    previous ones back, so the CLI's handler turns either into a clean stop that shuts Ray down
+    and keeps the checkpoint."""
+    main = threading.current_thread() is threading.main_thread()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in signals} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def run_simulate(cfg: SimulateConfig) -> dict[str, Any]:
