@@ -213,3 +213,22 @@ def _group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
+
+
+def test_changed_data_is_not_resumed(tmp_path, capsys):
+    from flwr.serverapp.strategy import FedAvg
+
+    cfg = SimulateConfig()
+    out = tmp_path / "results" / "run"
+    path, last = ck.open_checkpoint(out, cfg)
+    assert ck.check_data(path, last, "data-v1") == 0
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("{}\n")
+    ck.save_client(path, 0, 1, {"net": _record(1)})
+    ck.save_server(path, 1, _record(0), FedAvg(), rows)
+    path, last = ck.open_checkpoint(out, cfg)
+    assert ck.check_data(path, last, "data-v1") == 1  # same data: resume
+    assert ck.check_data(path, last, "data-v2") == 0  # edited in between: start over
+    assert "dataset changed" in capsys.readouterr().err
+    assert ck.committed_round(Path(path)) == 0
+    assert ck.load_client(path, 0, 5) == ({}, 0)

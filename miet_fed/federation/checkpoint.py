@@ -101,6 +101,19 @@ def checkpointed(out: Path, cfg: SimulateConfig) -> Iterator[tuple[str, int]]:
     finish(path)
 
 
+def check_data(path: str, resume_round: int, fingerprint: str) -> int:
+    """The round to resume after, given the dataset's content id: 0 (and a fresh checkpoint)
+    when the data changed since the checkpoint was written."""
+    saved = Path(path) / "data.json"
+    if saved.exists() and json.loads(saved.read_text()).get("fingerprint") != fingerprint:
+        print(f"miet-fed: the dataset changed; discarding the checkpoint {path}", file=sys.stderr)
+        (Path(path) / SERVER).unlink(missing_ok=True)  # the commit point goes first
+        _drop_after(Path(path), 0)
+        resume_round = 0
+    _atomic_write(saved, lambda p: p.write_text(json.dumps({"fingerprint": fingerprint})))
+    return resume_round
+
+
 def committed_round(path: Path) -> int:
     server = Path(path) / SERVER
     return int(json.loads(server.read_text())["round"]) if server.exists() else 0

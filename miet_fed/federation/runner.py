@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from miet_fed.config import SimulateConfig, to_toml
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.edge.networks import check_pair
 from miet_fed.errors import MietError
+from miet_fed.federation import checkpoint
 from miet_fed.federation.actor import actor_name
 from miet_fed.federation.checkpoint import checkpointed
 from miet_fed.federation.collect import collect
@@ -69,6 +70,7 @@ class Prepared:
     spec: RunSpec
     partitions: pd.DataFrame
     used_ids: np.ndarray
+    fingerprint: str = ""  # the dataset's content id
 
 
 def prepare(cfg: SimulateConfig, sink: Path, ckpt: str = "", resume_round: int = 0) -> Prepared:
@@ -108,7 +110,19 @@ def prepare(cfg: SimulateConfig, sink: Path, ckpt: str = "", resume_round: int =
         resume_round=resume_round,
     )
     used = np.unique(np.concatenate([split.train, split.test]))
-    return Prepared(spec, partition_table(clients, ds.labels, ds.num_classes), used)
+    return Prepared(spec, partition_table(clients, ds.labels, ds.num_classes), used, ds.fingerprint)
+
+
+def _resumable(prep: Prepared) -> Prepared:
+    """The same settings over changed data (an npz or image folder edited in between) must not
+    resume: the checkpoint is dropped and the run starts from round 1."""
+    spec = prep.spec
+    if not spec.checkpoint:
+        return prep
+    resume = checkpoint.check_data(spec.checkpoint, spec.resume_round, prep.fingerprint)
+    return (
+        prep if resume == spec.resume_round else replace(prep, spec=replace(spec, resume_round=0))
+    )
 
 
 def _check_reachable(address: str) -> None:
@@ -182,14 +196,14 @@ def run_simulate(cfg: SimulateConfig) -> dict[str, Any]:
     out = run_path(cfg.run.out, default_name(cfg))
     check_names(cfg)
     with checkpointed(out, cfg) as (ckpt, resume_round), atomic_dir(out) as tmp:
-        if resume_round and cfg.run.progress:
-            print(f"resuming after round {resume_round} from {ckpt}", file=sys.stderr)
-        prep = prepare(cfg, tmp, ckpt, resume_round)
+        prep = _resumable(prepare(cfg, tmp, ckpt, resume_round))
+        if prep.spec.resume_round and cfg.run.progress:
+            print(f"resuming after round {prep.spec.resume_round} from {ckpt}", file=sys.stderr)
         spec_path = tmp / "spec.json"
         prep.spec.save(spec_path)
         prep.partitions.to_csv(tmp / "partitions.csv", index=False)
         timings = simulate_in_process(prep, str(spec_path))
-        timings["resumed_after_round"] = resume_round
+        timings["resumed_after_round"] = prep.spec.resume_round
         summary = collect(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
         (tmp / "config.toml").write_text(to_toml(cfg))
     summary["out"] = str(out)
@@ -315,7 +329,8 @@ def run_from_flwr(grid: Any, context: Any) -> None:
     t0 = time.perf_counter()
     out = run_path(cfg.run.out, default_name(cfg)).absolute()
     with checkpointed(out, cfg) as (ckpt, resume_round), atomic_dir(out) as tmp:
-        prep = prepare(cfg, tmp, ckpt, resume_round)
+        prep = _resumable(prepare(cfg, tmp, ckpt, resume_round))
+        resume_round = prep.spec.resume_round
         spec_path = tmp / "spec.json"
         prep.spec.save(spec_path)
         prep.partitions.to_csv(tmp / "partitions.csv", index=False)
