@@ -8,6 +8,7 @@ MietErrors that say what is valid.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -48,8 +49,15 @@ class ModelConfig:
     k: int = _h(12, "gather z_0 .. z_k (k blocks of the backbone run)")
     dtype: str = _h("fp32", "feature payload dtype on the wire: fp32, fp16, bf16, int8")
     batch_size: int = _h(64, "images per backbone forward")
+    device: str = _h(
+        "auto", "where the backbone runs: auto (a GPU if torch sees one), cpu, cuda[:N]"
+    )
 
     def __post_init__(self) -> None:
+        _require(
+            self.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
+            f"model.device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
         _require(self.img_size >= 16, f"model.img_size must be >= 16, got {self.img_size}")
         _require(self.k >= 0, f"model.k must be >= 0, got {self.k}")
         _require(self.batch_size >= 1, f"model.batch_size must be >= 1, got {self.batch_size}")
@@ -102,6 +110,14 @@ class RunConfig:
     checkpoint: bool = _h(
         True, "simulate: save state each round; a killed run resumes from its last full round"
     )
+    backbone_gpus: float = _h(
+        0.0, "simulate: GPUs the backbone actor asks Ray for (1: place it on a GPU node)"
+    )
+
+    def __post_init__(self) -> None:
+        _require(
+            self.backbone_gpus >= 0, f"run.backbone_gpus must be >= 0, got {self.backbone_gpus}"
+        )
 
 
 @dataclass(frozen=True)

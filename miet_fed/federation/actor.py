@@ -71,7 +71,11 @@ def start_actor(
     import_timm()  # fail here, clearly, if timm cannot be imported at all
     # A killed actor is restarted by Ray and reloads the feature cache from disk (no recompute);
     # calls in flight when it died are retried.
-    remote_cls = ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)(BackboneServer)
+    # With run.backbone_gpus > 0 Ray places the actor on a node with that many free GPUs and
+    # makes them visible to it; model.device=auto then runs the backbone there.
+    remote_cls = ray.remote(
+        num_cpus=0, num_gpus=run.backbone_gpus, max_restarts=3, max_task_retries=3
+    )(BackboneServer)
     options: dict[str, Any] = {"name": name, "namespace": namespace}
     if run.ray_address:  # on a user's cluster: detached, so the next run of a sweep reuses it
         options |= {"lifetime": "detached", "get_if_exists": True}

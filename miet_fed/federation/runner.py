@@ -113,6 +113,20 @@ def prepare(cfg: SimulateConfig, sink: Path, ckpt: str = "", resume_round: int =
     return Prepared(spec, partition_table(clients, ds.labels, ds.num_classes), used, ds.fingerprint)
 
 
+def _check_gpus(cfg: SimulateConfig) -> None:
+    """A backbone actor asking for more GPUs than the cluster has would wait forever: say so."""
+    import ray
+
+    want = cfg.run.backbone_gpus
+    have = float(ray.cluster_resources().get("GPU", 0)) if want else 0.0
+    if want > have:
+        raise MietError(
+            f"run.backbone_gpus={want:g} but the Ray cluster has {have:g} GPU(s); set "
+            "run.backbone_gpus=0 (the backbone then runs where it lands, on CPU without a GPU) "
+            "or add a GPU node"
+        )
+
+
 def _resumable(prep: Prepared) -> Prepared:
     """The same settings over changed data (an npz or image folder edited in between) must not
     resume: the checkpoint is dropped and the run starts from round 1."""
@@ -232,6 +246,7 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
     quiet_flower()
     _init_ray(cfg)
     try:
+        _check_gpus(cfg)
         actor = start_actor(
             cfg.model,
             cfg.data.dataset,
