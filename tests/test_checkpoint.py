@@ -96,8 +96,13 @@ def test_resume_uses_only_committed_rounds(tmp_path):
     other = replace(cfg, train=replace(cfg.train, lr=0.5))
     _, last = ck.open_checkpoint(out, other)  # other settings: a fresh start, not a mix
     assert last == 0 and not (Path(path) / "clients").exists()
-    same_but_quiet = replace(other, run=replace(other.run, progress=False))
-    assert ck.open_checkpoint(out, same_but_quiet)[0] == path  # runtime-only keys may differ
+    elsewhere = replace(
+        other,
+        run=replace(other.run, progress=False, ray_address="auto", backbone_gpus=1.0),
+        model=replace(other.model, device="cpu", batch_size=8),
+    )
+    ck.save_server(path, 1, _record(0), FedAvg(), rows)
+    assert ck.open_checkpoint(out, elsewhere) == (path, 1)  # runtime-only keys may differ
 
     off = replace(cfg, run=replace(cfg.run, checkpoint=False))
     assert ck.open_checkpoint(out, off) == ("", 0)

@@ -41,8 +41,12 @@ CLIENTS = "clients"
 #: Flower strategy attributes that carry state from round to round (FedOpt: m_t, v_t;
 #: FedAvgM: momentum_vector, current_arrays). Others are rebuilt every round.
 STRATEGY_STATE = ("m_t", "v_t", "momentum_vector", "current_arrays")
-#: Settings that do not change what a run computes: a resume may differ in these.
-RUNTIME_ONLY = {"run": {"progress", "ray_address", "out"}}
+#: Settings that do not change what a run computes (features are cached per image, whatever
+#: device or batch computed them): a resume may differ in these, e.g. on another cluster.
+RUNTIME_ONLY = {
+    "run": {"progress", "ray_address", "out", "backbone_gpus"},
+    "model": {"device", "batch_size"},
+}
 
 
 def checkpoint_dir(out: Path) -> Path:
