@@ -14,6 +14,7 @@ from benchmarks import (
     TINY,
     Report,
     apply_threads,
+    job_settings,
     median,
     prefill,
     ratio,
@@ -142,12 +143,9 @@ def run(size: str, work: Path) -> Report:
     cfg = sim_config(pairs)
     rep = Report("sim_vs_serial", DESCRIPTION)
     rep.settings = {
-        "model": cfg.model.name,
-        "img_size": cfg.model.img_size,
-        "clients": cfg.fed.num_clients,
+        **job_settings(cfg),
         "pool_images": cfg.data.n_train,
         "partition": f"{cfg.fed.partition} {cfg.fed.alpha:g}",
-        "strategy": cfg.fed.strategy,
         "rounds": cfg.fed.rounds,
         "local_epochs": cfg.train.epochs,
         "batch": cfg.train.batch_size,

@@ -113,6 +113,17 @@ def prepare(cfg: SimulateConfig, sink: Path, ckpt: str = "", resume_round: int =
     return Prepared(spec, partition_table(clients, ds.labels, ds.num_classes), used, ds.fingerprint)
 
 
+def _write_spec(
+    cfg: SimulateConfig, tmp: Path, ckpt: str, resume_round: int
+) -> tuple[Prepared, Path]:
+    """Prepare the run (resuming only over the same data) and write what every app reads."""
+    prep = _resumable(prepare(cfg, tmp, ckpt, resume_round))
+    spec_path = tmp / "spec.json"
+    prep.spec.save(spec_path)
+    prep.partitions.to_csv(tmp / "partitions.csv", index=False)
+    return prep, spec_path
+
+
 def _check_gpus(cfg: SimulateConfig) -> None:
     """A backbone actor asking for more GPUs than the cluster has would wait forever: say so."""
     import ray
@@ -210,12 +221,9 @@ def run_simulate(cfg: SimulateConfig) -> dict[str, Any]:
     out = run_path(cfg.run.out, default_name(cfg))
     check_names(cfg)
     with checkpointed(out, cfg) as (ckpt, resume_round), atomic_dir(out) as tmp:
-        prep = _resumable(prepare(cfg, tmp, ckpt, resume_round))
+        prep, spec_path = _write_spec(cfg, tmp, ckpt, resume_round)
         if prep.spec.resume_round and cfg.run.progress:
             print(f"resuming after round {prep.spec.resume_round} from {ckpt}", file=sys.stderr)
-        spec_path = tmp / "spec.json"
-        prep.spec.save(spec_path)
-        prep.partitions.to_csv(tmp / "partitions.csv", index=False)
         timings = simulate_in_process(prep, str(spec_path))
         timings["resumed_after_round"] = prep.spec.resume_round
         summary = collect(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
@@ -344,11 +352,8 @@ def run_from_flwr(grid: Any, context: Any) -> None:
     t0 = time.perf_counter()
     out = run_path(cfg.run.out, default_name(cfg)).absolute()
     with checkpointed(out, cfg) as (ckpt, resume_round), atomic_dir(out) as tmp:
-        prep = _resumable(prepare(cfg, tmp, ckpt, resume_round))
+        prep, spec_path = _write_spec(cfg, tmp, ckpt, resume_round)
         resume_round = prep.spec.resume_round
-        spec_path = tmp / "spec.json"
-        prep.spec.save(spec_path)
-        prep.partitions.to_csv(tmp / "partitions.csv", index=False)
         t1 = time.perf_counter()
         computed = feature_source(str(spec_path)).ensure(prep.used_ids)
         timings = {

@@ -63,7 +63,7 @@ class Recorder:
         """Rows of the rounds a killed run completed, as the start of this run's rows."""
         shutil.copyfile(rows, self.path)
         with self.path.open() as f:
-            self.failures = sum(1 for line in f if '"error"' in line)
+            self.failures = sum("error" in json.loads(line) for line in f if line.strip())
 
     def write(self, row: dict[str, Any]) -> None:
         with self.path.open("a") as f:
