@@ -57,13 +57,54 @@ def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator) -> n
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
+def class_sequence(counts: np.ndarray, n: int) -> np.ndarray:
+    """The class of each of the first n picks, so that every prefix is stratified.
+
+    Every class with images gets one pick first (largest classes first), then each pick goes to
+    the class furthest below its exact share among those below their upper quota. Because the
+    sequence is fixed, the picks for a smaller n are a prefix of those for a larger n: a smoke
+    run reuses a bigger run's images.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    share = counts / counts.sum()
+    taken = np.zeros(len(counts), dtype=np.int64)
+    seq = np.empty(n, dtype=np.int64)
+    first = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+    for m in range(n):
+        if m < len(first):
+            c = first[m]
+        else:
+            deficit = (m + 1) * share - taken
+            # Balinski-Young's quota rule: never above a class's upper quota, so every prefix
+            # stays within one image of its exact share (beyond the forced first picks).
+            ok = (taken < counts) & (deficit > 0)
+            c = int(np.argmax(np.where(ok if ok.any() else taken < counts, deficit, -np.inf)))
+        seq[m] = c
+        taken[c] += 1
+    return seq
+
+
+def _take(
+    classes: np.ndarray, order: list[np.ndarray], start: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """n images stratified by the counts left after `start`, each class in its seeded order."""
+    left = np.array([len(o) for o in order], dtype=np.int64) - start
+    picks = np.bincount(class_sequence(left, n), minlength=len(order)) if n else 0 * left
+    chosen = [order[c][start[c] : start[c] + picks[c]] for c in range(len(order))]
+    flat = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
+    return np.sort(flat).astype(np.int64), start + picks
+
+
 def vtab_split(
     labels: np.ndarray, n_train: int = 1000, n_test: int | None = 1000, seed: int = 0
 ) -> Split:
     """VTAB-1K-like split: n_train stratified training images, test drawn from the rest.
 
-    Test is a seeded stratified sample of n_test of the remaining images, or all of them when
-    n_test is None or exceeds what remains.
+    Each class's images are shuffled once per seed; training takes a stratified prefix of every
+    class and test the stratified next ones (or all the rest when n_test is None or exceeds what
+    remains). So with the same seed, a smaller n_train selects a subset of a larger one's
+    training images, and a small test set mostly images a larger run already used: shrinking a
+    run for a quick try finds its features in the cache.
     """
     labels = np.asarray(labels).reshape(-1)
     if n_train < 1:
@@ -76,10 +117,10 @@ def vtab_split(
     if n_test is not None and n_test < 1:
         raise MietError(f"n_test must be at least 1 (or None for all the rest), got {n_test}")
     rng = np.random.default_rng(seed)
-    train = stratified_sample(labels, n_train, rng)
-    rest = np.setdiff1d(np.arange(len(labels), dtype=np.int64), train, assume_unique=True)
-    if n_test is None or n_test >= len(rest):
-        test = rest
-    else:
-        test = rest[stratified_sample(labels[rest], n_test, rng)]
-    return Split(train=train, test=np.sort(test).astype(np.int64))
+    classes, inverse = np.unique(labels, return_inverse=True)
+    order = [rng.permutation(np.flatnonzero(inverse == c)) for c in range(len(classes))]
+    start = np.zeros(len(classes), dtype=np.int64)
+    train, start = _take(classes, order, start, n_train)
+    rest = len(labels) - n_train
+    test, _ = _take(classes, order, start, rest if n_test is None else min(n_test, rest))
+    return Split(train=train, test=test)
