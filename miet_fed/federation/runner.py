@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +28,8 @@ from miet_fed.federation.checkpoint import checkpointed
 from miet_fed.federation.collect import collect
 from miet_fed.federation.logs import quiet_flower
 from miet_fed.federation.partition import make_clients, partition_table
-from miet_fed.federation.spec import NAMESPACE, RunSpec
+from miet_fed.federation.ray_setup import _init_ray
+from miet_fed.federation.spec import RunSpec
 from miet_fed.federation.strategies import get_strategy
 from miet_fed.paths import cache_dir
 from miet_fed.results import atomic_dir, run_path, slug
@@ -148,72 +145,6 @@ def _resumable(prep: Prepared) -> Prepared:
     return (
         prep if resume == spec.resume_round else replace(prep, spec=replace(spec, resume_round=0))
     )
-
-
-def _check_reachable(address: str) -> None:
-    """Ray retries an unreachable GCS for minutes; a host:port that refuses is an error now."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    if address == "auto" or not port.isdigit():
-        return
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):
-            pass
-    except OSError as exc:
-        raise MietError(
-            f"cannot connect to the Ray cluster at '{address}' ({exc.strerror or exc}); "
-            "start one with `ray start --head` or leave run.ray_address empty"
-        ) from None
-
-
-def _init_ray(cfg: SimulateConfig) -> None:
-    import ray
-
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a FutureWarning
-    if ray.is_initialized():
-        return
-    common = {
-        "namespace": NAMESPACE,
-        "configure_logging": True,
-        "logging_level": logging.WARNING,
-        "log_to_driver": cfg.run.progress,
-    }
-    if cfg.run.ray_address:
-        _check_reachable(cfg.run.ray_address)
-        try:
-            with _keep_sigterm_handler():
-                ray.init(address=cfg.run.ray_address, **common)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise MietError(
-                f"cannot connect to the Ray cluster at '{cfg.run.ray_address}' "
-                f"({str(exc).splitlines()[0][:120]}); start one with `ray start --head` "
-                "or leave run.ray_address empty"
-            ) from None
-        return
-    with _keep_sigterm_handler():
-        ray.init(
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",  # nothing listens beyond this machine by default
-            **common,
-        )
-
-
-@contextmanager
-def _keep_sigterm_handler() -> Iterator[None]:
-    """ray.init replaces the SIGTERM handler (natively: abort with a stack dump; in Python:
-    sys.exit, which leaves Flower's server thread waiting) and may touch SIGINT's; put the
-    previous ones back, so the CLI's handler turns either into a clean stop that shuts Ray down
-    and keeps the checkpoint."""
-    main = threading.current_thread() is threading.main_thread()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    before = {s: signal.getsignal(s) for s in signals} if main else {}
-    try:
-        yield
-    finally:
-        for sig, handler in before.items():
-            if handler is not None:
-                signal.signal(sig, handler)
 
 
 def run_simulate(cfg: SimulateConfig) -> dict[str, Any]:
