@@ -91,7 +91,7 @@ def _print_summary(args: argparse.Namespace, table: Any, summary: dict[str, Any]
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from miet_fed.config import TuneConfig, load_config
-    from miet_fed.tune import run_tune, summary_table
+    from miet_fed.tuning import run_tune, summary_table
 
     cfg = load_config(TuneConfig, args.config, _overrides(args))
     summary = run_tune(cfg)

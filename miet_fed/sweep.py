@@ -292,7 +292,7 @@ def _labels(keys: list[str]) -> dict[str, str]:
 def _check_names(command: str, cfg: Any) -> None:
     """Registered names (gather, edge, strategy, dtype) checked without loading any data."""
     if command == "tune":
-        from miet_fed.tune import check_names
+        from miet_fed.tuning import check_names
     else:
         from miet_fed.federation.runner import check_names
     check_names(cfg)
@@ -474,7 +474,7 @@ def _write_plan(out: Path, sweep: Sweep, points: list[Point]) -> None:
 
 def _runner(command: str) -> Callable[[Any], dict[str, Any]]:
     if command == "tune":
-        from miet_fed.tune import run_tune
+        from miet_fed.tuning import run_tune
 
         return run_tune
     from miet_fed.federation.runner import run_simulate
