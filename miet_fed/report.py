@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from miet_fed.errors import MietError
+from miet_fed.results import own_folder
 
 HELP = "report.md, CSV tables and PNG plots of a sweep folder or a single run folder"
 
@@ -913,7 +914,7 @@ def make_report(src: Path, out: Path | None = None) -> Path:
             "folder); give the folder `miet-fed sweep`, `tune` or `simulate` wrote"
         )
     out = Path(out) if out is not None else src / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    own_folder(out, "report")  # a folder of the user's is refused, not overwritten
     for name in OUTPUTS:  # a plot the data no longer supports must not linger from a past report
         (out / name).unlink(missing_ok=True)
     rep = Report(src=src, out=out, title=f"Report: {src.name}")

@@ -49,7 +49,7 @@ from miet_fed.config import (
     to_dict,
 )
 from miet_fed.errors import MietError
-from miet_fed.results import RESULTS_ROOT, slug, write_json
+from miet_fed.results import RESULTS_ROOT, own_folder, slug, write_json
 
 HELP = "run a grid of tune or simulate jobs from a sweep TOML (resumable; runs.csv, summary.csv)"
 
@@ -493,6 +493,7 @@ def run_sweep(
     log = log or sys.stderr
     out = Path(out) if out is not None else RESULTS_ROOT / sweep.name
     points = plan(sweep, out, quiet)
+    own_folder(out, "sweep")  # never `..`, never a folder the user's files live in
     run_one = _runner(sweep.command)
     _write_plan(out, sweep, points)
     outcomes: dict[int, Outcome] = {}

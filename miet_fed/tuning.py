@@ -20,7 +20,15 @@ from miet_fed.config import TuneConfig, to_toml
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.edge.networks import build_edge_network, check_pair
 from miet_fed.edge.train import Optim, evaluate, fit
-from miet_fed.results import atomic_dir, run_path, setting_fields, slug, write_json
+from miet_fed.results import (
+    atomic_dir,
+    check_replaceable,
+    run_identity,
+    run_path,
+    setting_fields,
+    slug,
+    write_json,
+)
 
 
 def default_name(cfg: TuneConfig) -> str:
@@ -33,6 +41,7 @@ def default_name(cfg: TuneConfig) -> str:
         m.dtype,
         cfg.edge.name,
         f"s{cfg.run.seed}",
+        run_identity("tune", cfg)[:8],  # every other setting that changes the results
     )
 
 
@@ -47,6 +56,9 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     """Run the job, write `results/<run>/` atomically, return the summary."""
     t0 = time.perf_counter()
     check_names(cfg)
+    out = run_path(cfg.run.out, default_name(cfg))
+    identity, overwrite = run_identity("tune", cfg), cfg.run.overwrite
+    check_replaceable(out, identity, overwrite)  # before any work, not after it
     ds = load_dataset(cfg.data.dataset)
     split = vtab_split(ds.labels, cfg.data.n_train, cfg.data.n_test or None, cfg.run.seed)
     service = FeatureService(cfg.model, ds.images, ds.fingerprint, progress=cfg.run.progress)
@@ -100,8 +112,7 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
         "train_seconds": round(train_seconds, 3),
         "wall_seconds": round(time.perf_counter() - t0, 3),
     }
-    out = run_path(cfg.run.out, default_name(cfg))
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, identity, overwrite) as tmp:
         (tmp / "config.toml").write_text(to_toml(cfg))
         pd.DataFrame(rows).to_csv(tmp / "metrics.csv", index=False)
         write_json(tmp / "summary.json", summary)

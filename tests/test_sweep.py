@@ -186,7 +186,13 @@ def test_resume_runs_only_what_is_missing(tiny_npz, tmp_path, capsys):
     assert rc == 0 and (info["ran"], info["skipped"], info["failed"]) == (3, 0, 0)
     assert err.count("done in") == 3 and "[3/3] train.lr=0.003 ... done in" in err
     out = Path("results/sw")
-    assert {p.name for p in out.iterdir()} == {"runs", "runs.csv", "summary.csv", "sweep.json"}
+    assert {p.name for p in out.iterdir()} == {
+        ".miet-fed-run.json",
+        "runs",
+        "runs.csv",
+        "summary.csv",
+        "sweep.json",
+    }
     full_runs = pd.read_csv(out / "runs.csv")
     full_summary = pd.read_csv(out / "summary.csv")
     assert len(full_runs) == 3 * 2  # one row per run and epoch

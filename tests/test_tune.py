@@ -40,7 +40,12 @@ def test_tune_writes_results_and_second_run_hits_cache(tiny_npz, capsys):
     assert first["backbone_forwards"] == 120
     assert first["test_acc"] > 0.6  # 3 separable classes: chance is 0.33
     out = Path("results/a")
-    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "metrics.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".miet-fed-run.json",  # the marker that lets a rerun replace this folder
+        "config.toml",
+        "metrics.csv",
+        "summary.json",
+    ]
     metrics = pd.read_csv(out / "metrics.csv")
     assert list(metrics.epoch) == list(range(1, 16))
     assert metrics.train_loss.iloc[-1] < metrics.train_loss.iloc[0]

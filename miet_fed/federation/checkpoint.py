@@ -35,6 +35,8 @@ from flwr.app import Array, ArrayRecord
 from safetensors.numpy import load_file, save_file
 
 from miet_fed.config import SimulateConfig, to_dict, to_toml
+from miet_fed.errors import MietError
+from miet_fed.results import claim_run, run_identity
 
 SERVER = "server.json"
 CLIENTS = "clients"
@@ -74,42 +76,109 @@ def open_checkpoint(out: Path, cfg: SimulateConfig) -> tuple[str, int]:
     """The checkpoint folder for `out` (absolute, '' when off) and the round to resume after.
 
     A checkpoint of a different config (the same results folder reused with other settings) is
-    discarded with a notice: its results would be replaced anyway."""
+    discarded with a notice: its results would be replaced anyway. A checkpoint that cannot be
+    read (an empty `server.json` after a power loss, a truncated state file) is set aside, not
+    deleted, with a one-line notice naming it, and the run starts over."""
     if not cfg.run.checkpoint:
         return "", 0
     path = checkpoint_dir(Path(out)).absolute()
     saved = path / "config.json"
-    if path.exists() and (not saved.exists() or saved.read_text() != _signature(cfg)):
-        print(f"miet-fed: discarding a checkpoint of other settings: {path}", file=sys.stderr)
-        shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, exist_ok=True)
-    if not saved.exists():
-        _atomic_write(saved, lambda p: p.write_text(_signature(cfg)))
-        (path / "config.toml").write_text(to_toml(cfg))  # for people: what this run was
+    try:
+        if path.exists() and (not saved.exists() or saved.read_text() != _signature(cfg)):
+            print(f"miet-fed: discarding a checkpoint of other settings: {path}", file=sys.stderr)
+            shutil.rmtree(path, ignore_errors=True)
+        problem = _damage(path) if path.exists() else ""
+        if problem:
+            _set_aside(path, problem)
+        path.mkdir(parents=True, exist_ok=True)
+        if not saved.exists():
+            _atomic_write(saved, lambda p: p.write_text(_signature(cfg)))
+            (path / "config.toml").write_text(to_toml(cfg))  # for people: what this run was
+    except OSError as exc:
+        raise MietError(
+            f"cannot use the checkpoint folder {path} ({exc.strerror or exc}); make it "
+            "writable, or set run.checkpoint=false"
+        ) from None
     last = committed_round(path)
     _drop_after(path, last)
     return str(path), last
 
 
+def _damage(path: Path) -> str:
+    """What makes the checkpoint at `path` unusable ('' when it can be resumed): the commit
+    point, the committed round's server files and every client state a resume would read
+    must parse (safetensors checks each file's length against its header)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        data = path / "data.json"
+        if data.exists() and not isinstance(json.loads(data.read_text()), dict):
+            return "data.json is not a JSON object"
+        last = committed_round(path)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        return f"{SERVER} or data.json unreadable: {type(exc).__name__}"
+    if last == 0:
+        return ""
+    needed = [path / f"server-r{last}.safetensors"]
+    for client in (path / CLIENTS).glob("*"):
+        states = [p for p in client.glob("r*.safetensors") if 0 < _round_of(p) <= last]
+        if states:
+            needed.append(max(states, key=_round_of))
+    rows = path / f"rows-r{last}.jsonl"
+    for file in [rows, *needed]:
+        try:
+            if file == rows:
+                for line in rows.read_text().splitlines():
+                    if line.strip():
+                        json.loads(line)
+                continue
+            with safe_open(str(file), framework="numpy") as f:
+                json.loads((f.metadata() or {})["layout"])
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
+            return f"{file.relative_to(path)} unreadable: {type(exc).__name__}"
+    return ""
+
+
+def _set_aside(path: Path, problem: str) -> None:
+    """Keep a damaged checkpoint for inspection under a new name; the run starts over."""
+    aside = path.with_name(f"{path.name}.damaged-{uuid.uuid4().hex[:6]}")
+    os.replace(path, aside)
+    print(
+        f"miet-fed: the checkpoint {path} is damaged ({problem}); set aside as {aside.name}, "
+        "starting over from round 1",
+        file=sys.stderr,
+    )
+
+
 @contextmanager
 def checkpointed(out: Path, cfg: SimulateConfig) -> Iterator[tuple[str, int]]:
     """`open_checkpoint` for the length of a run: removed once the run succeeded (its results
-    are in place); kept after a failure only if it holds a complete round to resume from."""
-    path, last = open_checkpoint(out, cfg)
-    try:
-        yield path, last
-    except BaseException:
-        if path and committed_round(Path(path)) == 0:
-            shutil.rmtree(path, ignore_errors=True)
-        raise
-    finish(path)
+    are in place); kept after a failure only if it holds a complete round to resume from.
+
+    The run's folder is locked first (a second run on the same folder stops with one line
+    instead of touching this run's checkpoint) and checked: it may replace only a miet-fed run
+    of the same settings, unless run.overwrite is set."""
+    overwrite = bool(getattr(cfg.run, "overwrite", False))
+    with claim_run(Path(out), run_identity("simulate", cfg), overwrite):
+        path, last = open_checkpoint(out, cfg)
+        try:
+            yield path, last
+        except BaseException:
+            if path and _committed_or_none(Path(path)) == 0:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        finish(path)
 
 
 def check_data(path: str, resume_round: int, fingerprint: str) -> int:
     """The round to resume after, given the dataset's content id: 0 (and a fresh checkpoint)
     when the data changed since the checkpoint was written."""
     saved = Path(path) / "data.json"
-    if saved.exists() and json.loads(saved.read_text()).get("fingerprint") != fingerprint:
+    try:
+        before = json.loads(saved.read_text()).get("fingerprint") if saved.exists() else None
+    except (ValueError, AttributeError, OSError):
+        before = ""  # unreadable: treat as other data
+    if saved.exists() and before != fingerprint:
         print(f"miet-fed: the dataset changed; discarding the checkpoint {path}", file=sys.stderr)
         (Path(path) / SERVER).unlink(missing_ok=True)  # the commit point goes first
         _drop_after(Path(path), 0)
@@ -119,8 +188,22 @@ def check_data(path: str, resume_round: int, fingerprint: str) -> int:
 
 
 def committed_round(path: Path) -> int:
+    """The last committed round (0: none). Raises ValueError when `server.json` is damaged."""
     server = Path(path) / SERVER
-    return int(json.loads(server.read_text())["round"]) if server.exists() else 0
+    if not server.exists():
+        return 0
+    info = json.loads(server.read_text())
+    round_ = info.get("round") if isinstance(info, dict) else None
+    if type(round_) is not int or round_ < 0:
+        raise ValueError(f"{server} holds no round number")
+    return round_
+
+
+def _committed_or_none(path: Path) -> int | None:
+    try:
+        return committed_round(path)
+    except (ValueError, OSError):
+        return None
 
 
 _ROUND = re.compile(r"r(\d+)(?:\.\w+)?$")

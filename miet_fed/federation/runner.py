@@ -32,7 +32,7 @@ from miet_fed.federation.ray_setup import _init_ray
 from miet_fed.federation.spec import RunSpec
 from miet_fed.federation.strategies import get_strategy
 from miet_fed.paths import cache_dir
-from miet_fed.results import atomic_dir, run_path, slug
+from miet_fed.results import atomic_dir, run_identity, run_path, slug
 
 WORKER_RESTARTS = 10  # per ClientApp worker process (killed by the OOM killer, a segfault...)
 
@@ -52,6 +52,7 @@ def default_name(cfg: SimulateConfig) -> str:
         m.dtype,
         cfg.edge.name,
         f"s{cfg.run.seed}",
+        run_identity("simulate", cfg)[:8],  # every other setting that changes the results
     )
 
 
