@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
+import pytest
 import torch
+from safetensors import safe_open
 
 from miet_fed.cloud.cache import FeatureStore, fill
 from miet_fed.comm import codec
+from miet_fed.errors import MietError
 
 KEY = {
     "model": "m",
@@ -74,9 +79,86 @@ def test_damaged_shard_is_discarded_and_rebuilt(tmp_path, capsys):
     shards[0].write_bytes(bytes(data))
     shards[1].write_bytes(shards[1].read_bytes()[:50])  # truncated
     fresh = FeatureStore(tmp_path, KEY)
-    assert len(fresh.discarded) == 2 and len(fresh) == 0
-    assert "discarded 2 damaged shard" in capsys.readouterr().err
+    assert fresh.discarded == [shards[1].name]  # the header alone proves it truncated
+    assert len(fresh.missing(np.arange(8))) == 8  # the checksum proves the other one damaged
+    assert sorted(fresh.discarded) == sorted(s.name for s in shards)
+    assert "damaged shard" in capsys.readouterr().err
     assert fill(fresh, np.arange(8), _images(), compute, "fp32", progress=False) == 8
+
+
+def _three_shards(tmp_path, key=KEY):
+    compute, calls = _compute_counter()
+    store = FeatureStore(tmp_path, key)
+    fill(store, np.arange(12), _images(), compute, "fp32", shard_size=4, progress=False)
+    return store, calls
+
+
+def _shard_of(store, image_id):
+    for shard in store.dir.glob("shard-*.safetensors"):
+        with safe_open(str(shard), framework="pt") as f:
+            if image_id in f.get_tensor("ids").tolist():
+                return shard
+    raise AssertionError(image_id)
+
+
+def test_only_the_shards_a_run_needs_are_read(tmp_path):
+    """A run on images 0..3 reads their shard in full and never looks inside the others:
+    a damaged shard it does not need is neither read nor deleted."""
+    store, _ = _three_shards(tmp_path)
+    far = _shard_of(store, 9)
+    data = bytearray(far.read_bytes())
+    data[-3] ^= 0xFF  # damage only a checksum can see
+    far.write_bytes(bytes(data))
+    fresh = FeatureStore(tmp_path, KEY)
+    assert len(fresh.missing(np.arange(4))) == 0
+    assert fresh.shards_read == [_shard_of(store, 0).name]
+    assert codec.decode(fresh.get(np.arange(4))).shape[0] == 4
+    assert far.exists() and fresh.discarded == []
+
+
+def test_a_read_error_is_not_damage(tmp_path, capsys):
+    """An I/O error (a vanished mount, a device error) keeps the shard and stops with one
+    line; before, any error while loading deleted a valid shard."""
+    store, _ = _three_shards(tmp_path)
+    shard = _shard_of(store, 5)
+    elsewhere = tmp_path / "mount" / "shard.safetensors"
+    elsewhere.parent.mkdir()
+    shard.rename(elsewhere)
+    shard.symlink_to(elsewhere)  # the cache's shard lives on another mount
+    elsewhere.parent.rename(tmp_path / "unmounted")  # ... which went away
+    with pytest.raises(MietError, match="cannot read the feature cache shard") as info:
+        FeatureStore(tmp_path, KEY).missing(np.arange(12))
+    assert "\n" not in str(info.value) and "it was kept" in str(info.value)
+    assert shard.is_symlink()  # not deleted
+    (tmp_path / "unmounted").rename(elsewhere.parent)  # the mount is back: all served
+    assert len(FeatureStore(tmp_path, KEY).missing(np.arange(12))) == 0
+
+
+def test_a_shard_that_cannot_be_opened_is_kept(tmp_path):
+    """ENODEV from the OS (here: a folder where a shard should be) is not damage either."""
+    store, _ = _three_shards(tmp_path)
+    odd = store.dir / "shard-0000000000000000.safetensors"
+    odd.mkdir()
+    with pytest.raises(MietError, match="cannot read the feature cache shard"):
+        FeatureStore(tmp_path, KEY)
+    assert odd.is_dir()
+
+
+def test_a_valid_shard_of_another_key_is_never_served(tmp_path, capsys):
+    """A shard of another dataset copied into this key's folder is moved aside, not served
+    (before: its features were used for this dataset's images)."""
+    compute, _ = _compute_counter()
+    mine = FeatureStore(tmp_path, KEY)
+    fill(mine, np.arange(4), _images(), compute, "fp32", progress=False)
+    theirs = FeatureStore(tmp_path, {**KEY, "dataset": "another"})
+    fill(theirs, np.arange(4, 8), _images() + 1, compute, "fp32", progress=False)
+    copied = next(theirs.dir.glob("shard-*.safetensors"))
+    shutil.copy(copied, mine.dir / copied.name)
+    fresh = FeatureStore(tmp_path, KEY)
+    assert list(fresh.missing(np.arange(8))) == [4, 5, 6, 7]
+    assert fresh.rejected == [copied.name] and fresh.discarded == []
+    assert (mine.dir / f"foreign-{copied.name}").exists()  # kept, out of the way
+    assert "belong to another dataset" in capsys.readouterr().err
 
 
 def test_int8_roundtrip_and_bytes():
