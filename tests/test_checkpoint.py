@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord
 
 from miet_fed.config import SimulateConfig
 from miet_fed.federation import checkpoint as ck
+from miet_fed.federation.cohorts import Registry
+from miet_fed.federation.device_store import DeviceStore
+from miet_fed.federation.flower_compat import restore_state, strategy_state
 
 
 def _record(seed: int) -> ArrayRecord:
@@ -36,8 +40,22 @@ def _same(a: ArrayRecord, b: ArrayRecord) -> bool:
     return list(a) == list(b) and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
+def _devices(n: int = 10, **last: int) -> dict[str, np.ndarray]:
+    registry = Registry(n)
+    for device, r in last.items():
+        registry.last_round[int(device[1:])] = r
+        registry.contacted[int(device[1:])] = 1
+    return registry.state()
+
+
+def _state(seed: int) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v.numpy()) for k, v in _record(seed).items()}
+
+
 def test_server_state_round_trips_fedadam_and_fedavgm(tmp_path):
     from flwr.serverapp.strategy import FedAdam, FedAvgM
+
+    from miet_fed.federation.strategies import get_strategy
 
     cfg = SimulateConfig()
     path, last = ck.open_checkpoint(tmp_path / "results" / "run", cfg)
@@ -48,20 +66,26 @@ def test_server_state_round_trips_fedadam_and_fedavgm(tmp_path):
     adam = FedAdam()
     adam.m_t = {"w": np.arange(3.0)}  # float64 moments: kept as float64
     adam.v_t = {"w": np.ones(3) * 0.5}
-    ck.save_server(path, 1, _record(0), adam, rows)
+    adam.current_arrays = {"w": np.zeros(3, np.float32)}
+    state = strategy_state(adam, get_strategy("fedadam").server_state)
+    ck.save_server(path, 1, _record(0), state, _devices(d3=1), rows)
     fresh = FedAdam()
-    arrays, rows_back = ck.load_server(path, 1, fresh)
+    arrays, rows_back, state_back, devices = ck.load_server(path, 1)
+    restore_state(fresh, state_back)
     assert _same(arrays, _record(0)) and rows_back.read_text() == rows.read_text()
     assert fresh.m_t["w"].dtype == np.float64 and np.array_equal(fresh.m_t["w"], adam.m_t["w"])
     assert np.array_equal(fresh.v_t["w"], adam.v_t["w"])
+    assert devices["last_round"][3] == 1 and devices["contacted"].tolist()[:4] == [0, 0, 0, 1]
 
     avgm = FedAvgM(server_momentum=0.9)
     avgm.momentum_vector = [np.full((2, 2), 0.25, np.float32), np.zeros(3, np.float32)]
     avgm.current_arrays = _record(5)
-    ck.save_server(path, 2, _record(1), avgm, rows)
+    state = strategy_state(avgm, get_strategy("fedavgm").server_state)
+    ck.save_server(path, 2, _record(1), state, _devices(), rows)
     assert sorted(p.name for p in Path(path).glob("server-r*")) == ["server-r2.safetensors"]
     fresh = FedAvgM(server_momentum=0.9)
-    arrays, _ = ck.load_server(path, 2, fresh)
+    arrays, _, state_back, _ = ck.load_server(path, 2)
+    restore_state(fresh, state_back)
     assert _same(arrays, _record(1)) and _same(fresh.current_arrays, _record(5))
     assert [m.shape for m in fresh.momentum_vector] == [(2, 2), (3,)]
     assert ck.committed_round(Path(path)) == 2
@@ -71,37 +95,36 @@ def test_resume_uses_only_committed_rounds(tmp_path):
     cfg = SimulateConfig()
     out = tmp_path / "results" / "run"
     path, _ = ck.open_checkpoint(out, cfg)
+    store = DeviceStore(Path(path) / ck.CLIENTS)
     rows = tmp_path / "rows.jsonl"
     rows.write_text("{}\n")
-    ck.mark_contact(path, 3, 1)
-    ck.save_client(path, 3, 1, {"net": _record(1)})
-    ck.save_client(path, 3, 2, {"net": _record(2), "extra/personal": _record(7)})
-    from flwr.serverapp.strategy import FedAvg
-
-    ck.save_server(path, 2, _record(0), FedAvg(), rows)
-    assert [p.name for p in (Path(path) / "clients" / "3").glob("r*")] == ["r2.safetensors"]
-    # round 3 was cut half-way: client 3 trained, client 5 made first contact, no commit
-    ck.save_client(path, 3, 3, {"net": _record(3)})
-    ck.mark_contact(path, 5, 3)
+    store.save(3, 1, {"net": _state(1)})
+    store.save(3, 2, {"net": _state(2), "ditto-personal": _state(7)})
+    ck.save_server(path, 2, _record(0), {}, _devices(d3=2), rows)
+    store.drop(3, 1)  # what the server does once round 2 is committed
+    # round 3 was cut half-way: devices 3 and 5 trained, no commit
+    store.save(3, 3, {"net": _state(3)})
+    store.save(5, 3, {"net": _state(3)})
 
     path2, last = ck.open_checkpoint(out, cfg)
     assert (path2, last) == (path, 2)
-    records, contact = ck.load_client(path, 3, last)
-    assert contact == 1 and _same(records["net"], _record(2))
-    assert _same(records["extra/personal"], _record(7))
-    assert not (Path(path) / "clients" / "3" / "r3.safetensors").exists()  # dropped
-    assert ck.load_client(path, 5, last) == ({}, 0)  # its contact belongs to the cut round
-    assert ck.load_client(path, 9, last) == ({}, 0)  # never seen
+    _, _, _, devices = ck.load_server(path, last)
+    assert devices["last_round"][3] == 2 and devices["last_round"][5] == 0
+    slots = store.load(3, int(devices["last_round"][3]))
+    assert torch.equal(slots["net"]["a.bias"], _state(2)["a.bias"])
+    assert torch.equal(slots["ditto-personal"]["z.weight"], _state(7)["z.weight"])
+    assert not store.path(3, 3).exists() and not store.path(5, 3).exists()  # cut round dropped
+    assert store.load(5, 0) == {}  # never saved
 
     other = replace(cfg, train=replace(cfg.train, lr=0.5))
     _, last = ck.open_checkpoint(out, other)  # other settings: a fresh start, not a mix
-    assert last == 0 and not (Path(path) / "clients").exists()
+    assert last == 0 and not store.path(3, 2).exists()
     elsewhere = replace(
         other,
         run=replace(other.run, progress=False, ray_address="auto", backbone_gpus=1.0),
         model=replace(other.model, device="cpu", batch_size=8),
     )
-    ck.save_server(path, 1, _record(0), FedAvg(), rows)
+    ck.save_server(path, 1, _record(0), {}, _devices(), rows)
     assert ck.open_checkpoint(out, elsewhere) == (path, 1)  # runtime-only keys may differ
 
     off = replace(cfg, run=replace(cfg.run, checkpoint=False))
@@ -221,19 +244,18 @@ def _group_alive(pgid: int) -> bool:
 
 
 def test_changed_data_is_not_resumed(tmp_path, capsys):
-    from flwr.serverapp.strategy import FedAvg
-
     cfg = SimulateConfig()
     out = tmp_path / "results" / "run"
     path, last = ck.open_checkpoint(out, cfg)
     assert ck.check_data(path, last, "data-v1") == 0
     rows = tmp_path / "rows.jsonl"
     rows.write_text("{}\n")
-    ck.save_client(path, 0, 1, {"net": _record(1)})
-    ck.save_server(path, 1, _record(0), FedAvg(), rows)
+    store = DeviceStore(Path(path) / ck.CLIENTS)
+    store.save(0, 1, {"net": _state(1)})
+    ck.save_server(path, 1, _record(0), {}, _devices(d0=1), rows)
     path, last = ck.open_checkpoint(out, cfg)
     assert ck.check_data(path, last, "data-v1") == 1  # same data: resume
     assert ck.check_data(path, last, "data-v2") == 0  # edited in between: start over
     assert "dataset changed" in capsys.readouterr().err
     assert ck.committed_round(Path(path)) == 0
-    assert ck.load_client(path, 0, 5) == ({}, 0)
+    assert not store.path(0, 1).exists()

@@ -82,11 +82,39 @@ def start_actor(
     return remote_cls.options(**options).remote(model, dataset, cache_root, run.progress)
 
 
+#: Payload bytes a node process keeps between rounds (`MIET_FED_NODE_CACHE_MB`): a device's
+#: payloads are fetched from the backbone once per run, not every round it trains.
+NODE_CACHE_MB = int(os.environ.get("MIET_FED_NODE_CACHE_MB", "2048"))
+
+
 class FeatureSource:
     """What a client or the server calls to get payloads: the actor if reachable, else the disk."""
 
     def __init__(self, actor: Any | None, local: BackboneServer | None) -> None:
         self._actor, self._local = actor, local
+        self._rows: dict[int, dict[str, torch.Tensor]] = {}  # image id -> its encoded payload
+        self._bytes = 0
+        self.fetched = 0  # images fetched by this process (a measure of refetching)
+
+    def kept(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        """Payloads of `ids`, fetched once per process and kept (up to NODE_CACHE_MB); one call
+        to the backbone for all the ids a node lacks, however many devices they belong to."""
+        ids = np.asarray(ids, dtype=np.int64)
+        missing = np.unique(np.asarray([i for i in ids.tolist() if i not in self._rows], np.int64))
+        if len(missing) and self._bytes > NODE_CACHE_MB << 20:
+            self._rows.clear()  # start over rather than grow without bound
+            self._bytes = 0
+            missing = np.unique(ids)
+        if len(missing):
+            block = self.features(missing)
+            self._bytes += sum(v.numel() * v.element_size() for v in block.values())
+            self.fetched += len(missing)
+            for j, i in enumerate(missing.tolist()):
+                self._rows[i] = {k: v[j] for k, v in block.items()}
+        if not len(ids):
+            return self.features(ids)
+        keys = self._rows[int(ids[0])].keys()
+        return {k: torch.stack([self._rows[i][k] for i in ids.tolist()]) for k in keys}
 
     def features(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
         if self._actor is not None:

@@ -6,15 +6,17 @@ A run's checkpoint lives next to its results folder, in `<parent>/.<run>.ckpt/`:
     server.json                  the last complete round: the commit point, written last
     server-r<R>.safetensors      global arrays and the strategy's state (FedAdam's moments,
                                  FedAvgM's momentum) after round R
-    rows-r<R>.jsonl              every per-client row of rounds 0..R
-    clients/<c>/r<R>.safetensors client c's persistent state after it trained in round R
-    clients/<c>/contact-r<R>     client c's first contact (images up, features down) was round R
+    rows-r<R>.jsonl              every per-device row of rounds 0..R
+    devices/<b>/<d>-r<R>.safetensors  device d's personal state after it trained in round R
+                                 (the device store, `miet_fed.federation.device_store`)
 
-Clients write their state every round they train (it may be needed by any later checkpoint);
-the server commits a round by writing `server.json` after its other files. A resume reads only
-what belongs to rounds <= the committed one and deletes the rest, so a round cut half-way is
-redone from scratch; rounds are seeded per (run, round, client), so the resumed run's tables
-equal an uninterrupted run's. Plain safetensors and JSON: nothing is unpickled.
+The server-r<R> file also holds the device registry (each device's newest saved round and its
+first contact), so a resume knows which device file to read. Nodes write device states every
+round they train; the server commits a round by writing `server.json` after its other files and
+only then deletes the device versions that round replaced. A resume deletes files of rounds
+after the committed one, so a round cut half-way is redone from scratch; rounds are seeded per
+(run, round, device), so the resumed run's tables equal an uninterrupted run's. Plain
+safetensors and JSON: nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -39,10 +41,7 @@ from miet_fed.errors import MietError
 from miet_fed.results import claim_run, run_identity
 
 SERVER = "server.json"
-CLIENTS = "clients"
-#: Flower strategy attributes that carry state from round to round (FedOpt: m_t, v_t;
-#: FedAvgM: momentum_vector, current_arrays). Others are rebuilt every round.
-STRATEGY_STATE = ("m_t", "v_t", "momentum_vector", "current_arrays")
+CLIENTS = "devices"  # the device store (miet_fed.federation.device_store) lives here
 #: Settings that do not change what a run computes (features are cached per image, whatever
 #: device or batch computed them): a resume may differ in these, e.g. on another cluster.
 RUNTIME_ONLY = {
@@ -221,7 +220,7 @@ def _server_files(root: Path) -> list[Path]:
 
 def _drop_after(path: Path, last: int) -> None:
     """Files of rounds after the committed one: a round the killed run did not finish."""
-    for p in (path / CLIENTS).glob("*/*"):
+    for p in (path / CLIENTS).glob("*/*.safetensors"):
         if _round_of(p) > last:
             p.unlink(missing_ok=True)
     for p in _server_files(path):
@@ -291,70 +290,34 @@ def _load(path: Path) -> dict[str, Any]:
 # --- server side ------------------------------------------------------------------------------
 
 
-def strategy_state(strategy: Any) -> dict[str, Any]:
-    return {
-        a: getattr(strategy, a) for a in STRATEGY_STATE if getattr(strategy, a, None) is not None
-    }
-
-
 def save_server(
-    path: str, server_round: int, arrays: ArrayRecord, strategy: Any, rows: Path
+    path: str,
+    server_round: int,
+    arrays: ArrayRecord,
+    strategy_state: dict[str, Any],
+    devices: dict[str, np.ndarray],
+    rows: Path,
 ) -> None:
-    """Commit round `server_round`: state files first, then `server.json` (the commit point)."""
+    """Commit round `server_round`: state files first, then `server.json` (the commit point).
+    `devices` is the server's per-device registry (newest saved round, first contact)."""
     root = Path(path)
-    _save(
-        root / f"server-r{server_round}.safetensors", {"arrays": arrays, **strategy_state(strategy)}
-    )
+    named = {"arrays": arrays, "devices": devices, **strategy_state}
+    _save(root / f"server-r{server_round}.safetensors", named)
     _atomic_write(root / f"rows-r{server_round}.jsonl", lambda p: shutil.copyfile(rows, p))
     info = {"round": server_round}
     _atomic_write(root / SERVER, lambda p: p.write_text(json.dumps(info)))
-    _drop_before(root, server_round)
-
-
-def _drop_before(root: Path, server_round: int) -> None:
-    """Keep one generation: the committed round's server files and each client's newest state."""
-    for p in _server_files(root):
+    for p in _server_files(root):  # keep one generation of server files
         if _round_of(p) != server_round:
             p.unlink(missing_ok=True)
-    for client in (root / CLIENTS).glob("*"):
-        states = sorted(client.glob("r*.safetensors"), key=_round_of)
-        for p in states[:-1]:
-            p.unlink(missing_ok=True)
 
 
-def load_server(path: str, server_round: int, strategy: Any) -> tuple[ArrayRecord, Path]:
-    """Global arrays after `server_round` (the strategy's state restored in place) and the
-    rows file of rounds 0..server_round."""
+def load_server(
+    path: str, server_round: int
+) -> tuple[ArrayRecord, Path, dict[str, Any], dict[str, np.ndarray]]:
+    """Global arrays after `server_round`, the rows file of rounds 0..server_round, the
+    strategy's own state and the device registry."""
     root = Path(path)
     state = _load(root / f"server-r{server_round}.safetensors")
     arrays = state.pop("arrays")
-    for name, value in state.items():
-        setattr(strategy, name, value)
-    return arrays, root / f"rows-r{server_round}.jsonl"
-
-
-# --- client side ------------------------------------------------------------------------------
-
-
-def save_client(path: str, client: int, server_round: int, records: dict[str, ArrayRecord]) -> None:
-    folder = Path(path) / CLIENTS / str(client)
-    folder.mkdir(parents=True, exist_ok=True)
-    _save(folder / f"r{server_round}.safetensors", records)
-
-
-def mark_contact(path: str, client: int, server_round: int) -> None:
-    folder = Path(path) / CLIENTS / str(client)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"contact-r{server_round}").touch()
-
-
-def load_client(path: str, client: int, upto: int) -> tuple[dict[str, ArrayRecord], int]:
-    """Client's newest state of a round <= `upto` and the round of its first contact (0: none)."""
-    folder = Path(path) / CLIENTS / str(client)
-    if not folder.is_dir():
-        return {}, 0
-    contacts = [_round_of(p) for p in folder.glob("contact-r*")]
-    contacts = [r for r in contacts if 0 < r <= upto]
-    states = [p for p in folder.glob("r*.safetensors") if 0 < _round_of(p) <= upto]
-    records = _load(max(states, key=_round_of)) if states else {}
-    return records, min(contacts, default=0)
+    devices = state.pop("devices")
+    return arrays, root / f"rows-r{server_round}.jsonl", state, devices

@@ -1,16 +1,22 @@
-"""The edge client as a Flower ClientApp (Message API): one simulated device per supernode.
+"""The edge side as a Flower ClientApp: one cohort node trains the devices the server names.
 
-Each call rebuilds the device from the run spec and its persistent `context.state` (Flower reuses
-ClientApp objects and worker processes across clients, so nothing per client lives in globals):
-its partition, its edge network with the personal part it kept, and its payloads fetched from the
-cloud backbone actor. Only the part the strategy shares crosses the network.
+A message names a node's sampled devices (with the round of each one's newest saved state and
+whether this is its first contact). The node rebuilds them from the run spec and the device
+store, fetches their payloads in one call (kept for the run in this process), runs the
+strategy's local update over the whole cohort (stacked, or a loop when `fed.devices_per_node` is
+1, the reference path), saves what each device keeps, and replies with one weighted mean of the
+shared part plus one row per device. Every byte in a row is what that device would have sent or
+received as its own Flower node, so the ledger is the same whatever the packing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,38 +25,36 @@ from flwr.clientapp import ClientApp
 from flwr.common.serde import metric_record_to_proto
 
 from miet_fed.comm import codec
+from miet_fed.edge.cohort import Cohort, DeviceData
 from miet_fed.edge.networks import EdgeNetwork, build_edge_network
 from miet_fed.edge.train import Optim
-from miet_fed.federation import checkpoint
 from miet_fed.federation.actor import feature_source
+from miet_fed.federation.device_store import DeviceStore
 from miet_fed.federation.logs import quiet_flower
 from miet_fed.federation.sharing import (
-    extract,
-    load_shared,
     record_digest,
     record_nbytes,
     record_to_state,
     record_wire_bytes,
+    shared_keys,
     state_to_record,
 )
 from miet_fed.federation.spec import RunSpec, load_spec
-from miet_fed.federation.strategies import LocalJob, get_strategy
+from miet_fed.federation.strategies import FedStrategy, get_strategy
 
-NET = "net"  # context.state key of the client's full edge network
-CONTACTED = "contacted"  # context.state key: the device already uploaded images, got features
-EXTRA = "extra/"  # prefix of strategy-specific persisted states (Ditto's personal model)
+ROWS = "rows"  # the reply's ConfigRecord holding one JSON row per device
 
 app = ClientApp()
 quiet_flower()  # in the worker processes that run clients
 
 
 def client_seed(run_seed: int, server_round: int, client: int) -> int:
-    """Independent, reproducible stream per (run, round, client)."""
+    """Independent, reproducible stream per (run, round, device)."""
     return int(np.random.SeedSequence([run_seed, server_round, client]).generate_state(1)[0])
 
 
 def init_network(spec: RunSpec) -> EdgeNetwork:
-    """Same seed on server and clients: shared init, and one common frozen head for FedBABU."""
+    """Same seed on server and devices: shared init, and one common frozen head for FedBABU."""
     torch.manual_seed(spec.config.run.seed)
     return build_edge_network(
         spec.config.edge.name,
@@ -61,102 +65,19 @@ def init_network(spec: RunSpec) -> EdgeNetwork:
     )
 
 
-def _job(
-    msg: Message, context: Context, need_train: bool = True
-) -> tuple[LocalJob, RunSpec, int, ArrayRecord]:
-    """Rebuild this device for one call; training payloads are fetched only when needed (the
-    first contact always fetches everything: that is the device's one download)."""
-    spec = load_spec(str(msg.content["config"]["spec"]))
-    server_round = int(msg.content["config"]["server-round"])
-    client = int(context.node_config["partition-id"])
-    strategy = get_strategy(spec.config.fed.strategy)
-    if spec.resume_round and CONTACTED not in context.state:
-        _restore(context, spec, client)
-    net = init_network(spec)
-    if NET in context.state:
-        net.load_state_dict(record_to_state(context.state[NET]))
-    received_record = msg.content["arrays"]
-    load_shared(net, received_record, strategy.share)
-    extra = {
-        key[len(EXTRA) :]: record_to_state(context.state[key])
-        for key in context.state.array_records
-        if key.startswith(EXTRA)
-    }
-    source = feature_source(str(msg.content["config"]["spec"]))
-    train_ids, test_ids = spec.clients_train[client], spec.clients_test[client]
-    cfg = spec.config
-    job = LocalJob(
-        net=net,
-        x_train=source.features(train_ids) if need_train or CONTACTED not in context.state else {},
-        y_train=torch.from_numpy(spec.labels[train_ids]),
-        x_test=source.features(test_ids),
-        y_test=torch.from_numpy(spec.labels[test_ids]),
-        received=record_to_state(received_record),
-        optim=Optim(
-            cfg.train.epochs,
-            cfg.train.batch_size,
-            cfg.train.lr,
-            cfg.train.weight_decay,
-            schedule="constant",
-        ),
-        generator=torch.Generator().manual_seed(client_seed(cfg.run.seed, server_round, client)),
-        fed=cfg.fed,
-        extra=extra,
-    )
-    return job, spec, client, received_record
+@lru_cache(maxsize=2)
+def _template(spec_path: str) -> tuple[EdgeNetwork, dict[str, torch.Tensor]]:
+    """The architecture and initial state, built once per process and run."""
+    net = init_network(load_spec(spec_path))
+    return net, {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def _restore(context: Context, spec: RunSpec, client: int) -> None:
-    """A resumed run: this device's state as the killed run left it after `resume_round`."""
-    records, contact_round = checkpoint.load_client(spec.checkpoint, client, spec.resume_round)
-    for key, record in records.items():
-        context.state[key] = record
-    if contact_round:
-        context.state[CONTACTED] = ConfigRecord({"round": contact_round})
-
-
-def _first_contact(
-    context: Context, job: LocalJob, spec: RunSpec, client: int, server_round: int
-) -> dict[str, int]:
-    """Images go up and features come down once per device: the edge caches its payloads."""
-    if CONTACTED in context.state:
-        return {"images_up_bytes": 0, "features_down_bytes": 0}
-    context.state[CONTACTED] = ConfigRecord({"round": server_round})
-    if spec.checkpoint:
-        checkpoint.mark_contact(spec.checkpoint, client, server_round)
-    n_images = len(job.y_train) + len(job.y_test)
-    return {
-        "images_up_bytes": n_images * spec.image_bytes,
-        "features_down_bytes": codec.nbytes(job.x_train) + codec.nbytes(job.x_test),
-    }
-
-
-def _with_own_size(values: dict) -> MetricRecord:
-    """A MetricRecord that also reports its own serialized size (protobuf, as Flower sends it)."""
-    values = {**values, "metrics_up_bytes": 0}
-    for _ in range(3):  # the size field's own varint can change the size: iterate to a fixpoint
-        values["metrics_up_bytes"] = metric_record_to_proto(MetricRecord(values)).ByteSize()
-    return MetricRecord(values)
-
-
-def _persist(
-    context: Context, job: LocalJob, spec: RunSpec, client: int, server_round: int
-) -> None:
-    """Keep the device's state for its next round (and on disk, when the run checkpoints)."""
-    context.state[NET] = state_to_record(job.net.state_dict())
-    for key, state in job.extra.items():
-        context.state[EXTRA + key] = state_to_record(state)
-    if spec.checkpoint:
-        records = {k: context.state[k] for k in context.state.array_records}
-        checkpoint.save_client(spec.checkpoint, client, server_round, records)
-
-
-FAULT_ENV = "MIET_FED_INJECT_FAULT"  # "client:round[:kill][,...]": fail there (tests)
+FAULT_ENV = "MIET_FED_INJECT_FAULT"  # "device:round[:kill][,...]": fail there (tests)
 
 
 def _maybe_fail(client: int, server_round: int) -> None:
-    """Fault injection for reliability tests: a client that raises mid-round, or whose worker
-    process is killed (SIGKILL, as the OOM killer would), on purpose."""
+    """Fault injection for reliability tests: a device that raises mid-round, or whose node's
+    worker process is killed (SIGKILL, as the OOM killer would), on purpose."""
     wanted = {w.strip() for w in os.environ.get(FAULT_ENV, "").split(",")}
     if f"{client}:{server_round}:kill" in wanted:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -164,64 +85,197 @@ def _maybe_fail(client: int, server_round: int) -> None:
         raise RuntimeError(f"injected fault in client {client}, round {server_round}")
 
 
+def _with_own_size(values: dict[str, Any]) -> dict[str, Any]:
+    """A device's metrics plus the serialized size of the MetricRecord it would send alone."""
+    values = {**values, "metrics_up_bytes": 0}
+    for _ in range(3):  # the size field's own varint can change the size: iterate to a fixpoint
+        values["metrics_up_bytes"] = metric_record_to_proto(MetricRecord(values)).ByteSize()
+    return values
+
+
+class NodeCall:
+    """One message to a cohort node: its devices, rebuilt, and what they report."""
+
+    def __init__(self, msg: Message, phase: str) -> None:
+        self.t0 = time.perf_counter()
+        config = msg.content["config"]
+        self.spec_path = str(config["spec"])
+        self.spec = load_spec(self.spec_path)
+        self.round = int(config["server-round"])
+        self.phase = phase
+        self.strategy: FedStrategy = get_strategy(self.spec.config.fed.strategy)
+        self.received_record: ArrayRecord = msg.content["arrays"]
+        self.received = record_to_state(self.received_record)
+        self.store = DeviceStore(self.spec.state_dir)
+        self.rows: list[dict[str, Any]] = []
+        devices = [int(d) for d in config["devices"]]
+        last = [int(r) for r in config["last-rounds"]]
+        first = [bool(f) for f in config["first-contact"]]
+        self.devices, self.last, self.first = [], [], []
+        for d, r, f in zip(devices, last, first, strict=True):
+            try:
+                _maybe_fail(d, self.round)
+            except Exception as exc:  # one device failing is its own row, not the node's
+                self.rows.append({"client": d, "error": f"{type(exc).__name__}: {exc}"[:300]})
+                continue
+            self.devices.append(d)
+            self.last.append(r)
+            self.first.append(f)
+        if not self.devices:
+            raise RuntimeError(self.rows[0]["error"] if self.rows else "no devices in message")
+
+    def cohort(self, need_train: bool) -> Cohort:
+        spec, cfg = self.spec, self.spec.config
+        net, init = _template(self.spec_path)
+        source = feature_source(self.spec_path)
+        fetch_train = [need_train or f for f in self.first]
+        ids = [spec.clients_train[d] for d, t in zip(self.devices, fetch_train, strict=True) if t]
+        ids += [spec.clients_test[d] for d in self.devices]
+        source.kept(np.concatenate(ids))  # one backbone call for the whole cohort
+        data, slots = [], {"net": []}
+        for d, r, t in zip(self.devices, self.last, fetch_train, strict=True):
+            train_ids, test_ids = spec.clients_train[d], spec.clients_test[d]
+            data.append(
+                DeviceData(
+                    x_train=source.kept(train_ids) if t else {},
+                    y_train=torch.from_numpy(spec.labels[train_ids]),
+                    x_test=source.kept(test_ids),
+                    y_test=torch.from_numpy(spec.labels[test_ids]),
+                )
+            )
+            saved = self.store.load(d, r)
+            slots["net"].append({**init, **saved.pop("net", {}), **self.received})
+            for name in self.strategy.personal_slots:
+                slots.setdefault(name, []).append(saved.get(name))
+        self.t_fetch = time.perf_counter()
+        return Cohort(
+            net=net,
+            devices=self.devices,
+            data=data,
+            slots=slots,
+            received=self.received,
+            optim=Optim(
+                cfg.train.epochs,
+                cfg.train.batch_size,
+                cfg.train.lr,
+                cfg.train.weight_decay,
+                schedule="constant",
+            ),
+            generators=[
+                torch.Generator().manual_seed(client_seed(cfg.run.seed, self.round, d))
+                for d in self.devices
+            ],
+            fed=cfg.fed,
+            engine="loop" if cfg.fed.devices_per_node == 1 else "stacked",
+            stack=cfg.fed.stack,
+        )
+
+    def device_rows(self, cohort: Cohort, values: list[dict[str, Any]]) -> None:
+        """One row per device: its metrics and every byte it sent or received."""
+        spec = self.spec
+        n = len(self.devices)
+        per_device = (time.perf_counter() - self.t0) / n  # the node's time, shared out
+        down = {
+            "params_down_bytes": record_nbytes(self.received_record),
+            "params_down_wire_bytes": record_wire_bytes(self.received_record),
+        }
+        for i, (d, first) in enumerate(zip(self.devices, self.first, strict=True)):
+            data = cohort.data[i]
+            contact = {"images_up_bytes": 0, "features_down_bytes": 0}
+            if first:
+                contact = {
+                    "images_up_bytes": (len(data.y_train) + len(data.y_test)) * spec.image_bytes,
+                    "features_down_bytes": codec.nbytes(data.x_train) + codec.nbytes(data.x_test),
+                }
+            row = {"client": d, **values[i], **contact, **down, "seconds": per_device}
+            self.rows.append(_with_own_size(row))
+
+    def reply(self, msg: Message, arrays: ArrayRecord | None, weight: int) -> Message:
+        content = RecordDict(
+            {
+                "metrics": MetricRecord({"num-examples": weight, "devices": len(self.devices)}),
+                ROWS: ConfigRecord({"json": json.dumps(self.rows)}),
+            }
+        )
+        if arrays is not None:
+            content["arrays"] = arrays
+        return Message(content, reply_to=msg)
+
+
+def shared_mean(
+    net: EdgeNetwork, states: list[dict[str, torch.Tensor]], weights: list[int], part: str
+) -> ArrayRecord:
+    """The cohort's weighted mean of the shared part: with its total weight, FedAvg over nodes
+    equals FedAvg over devices."""
+    keys = shared_keys(net, part)
+    total = float(sum(weights))
+    mean = {
+        k: (sum(w * s[k].double() for s, w in zip(states, weights, strict=True)) / total).float()
+        for k in keys
+    }
+    return state_to_record(mean, keys)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    start = time.perf_counter()
-    job, spec, client, received = _job(msg, context)
-    server_round = int(msg.content["config"]["server-round"])
-    _maybe_fail(client, server_round)
-    strategy = get_strategy(spec.config.fed.strategy)
+    call = NodeCall(msg, "train")
+    cohort = call.cohort(need_train=True)
     t_setup = time.perf_counter()
-    loss, acc = strategy.local_update(job)
+    results = call.strategy.local_update(cohort)
     t_update = time.perf_counter()
-    _persist(context, job, spec, client, server_round)
-    arrays = extract(job.net, strategy.share)
-    metrics = _with_own_size(
+    share = call.strategy.share
+    personal = set(cohort.keys("all")) - set(shared_keys(cohort.net, share))
+    saved = []
+    for i, d in enumerate(call.devices):
+        slots = {"net": {k: v for k, v in cohort.slots["net"][i].items() if k in personal}}
+        for name in call.strategy.personal_slots:
+            if cohort.slots.get(name) and cohort.slots[name][i] is not None:
+                slots[name] = cohort.slots[name][i]
+        saved.append(call.store.save(d, call.round, slots))
+    weights = [len(d.y_train) for d in cohort.data]
+    arrays = shared_mean(cohort.net, cohort.slots["net"], weights, share)
+    up = state_to_record(cohort.slots["net"][0], shared_keys(cohort.net, share))
+    n = len(call.devices)
+    values = [
         {
-            "num-examples": len(job.y_train),
-            "client": client,
-            "train_loss": float(loss),
-            "train_acc": float(acc),
-            **_first_contact(context, job, spec, client, server_round),
-            "params_down_bytes": record_nbytes(received),
-            "params_down_wire_bytes": record_wire_bytes(received),
-            "received_digest": record_digest(received),
-            "params_up_bytes": record_nbytes(arrays),
-            "params_up_wire_bytes": record_wire_bytes(arrays),
-            "seconds": time.perf_counter() - start,
-            "setup_seconds": t_setup - start,  # rebuild the device, fetch its payloads
-            "update_seconds": t_update - t_setup,  # local training
+            "num-examples": weights[i],
+            "train_loss": float(results[i][0]),
+            "train_acc": float(results[i][1]),
+            "params_up_bytes": record_nbytes(up),  # each device's upload: same shapes
+            "params_up_wire_bytes": record_wire_bytes(up),
+            "received_digest": record_digest(call.received_record),
+            "state_saved": int(saved[i]),
+            "setup_seconds": (t_setup - call.t0) / n,
+            "update_seconds": (t_update - t_setup) / n,
         }
-    )
-    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+        for i in range(n)
+    ]
+    call.device_rows(cohort, values)
+    return call.reply(msg, arrays, int(sum(weights)))
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    spec = load_spec(str(msg.content["config"]["spec"]))
-    strategy = get_strategy(spec.config.fed.strategy)
-    job, spec, client, received = _job(msg, context, need_train=strategy.eval_needs_train)
-    server_round = int(msg.content["config"]["server-round"])
-    loss, acc = strategy.personal_eval(job)
-    metrics = _with_own_size(
+    call = NodeCall(msg, "evaluate")
+    cohort = call.cohort(need_train=call.strategy.eval_needs_train)
+    results = call.strategy.personal_eval(cohort)
+    values = [
         {
-            "num-examples": len(job.y_test),
-            "client": client,
+            "num-examples": len(d.y_test),
             "personal_loss": float(loss),
             "personal_acc": float(acc),
-            **_first_contact(context, job, spec, client, server_round),
-            "params_down_bytes": record_nbytes(received),
-            "params_down_wire_bytes": record_wire_bytes(received),
         }
-    )
-    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+        for d, (loss, acc) in zip(cohort.data, results, strict=True)
+    ]
+    call.device_rows(cohort, values)
+    return call.reply(msg, None, int(sum(len(d.y_test) for d in cohort.data)))
 
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Tell the server which partition this node holds (for reproducible client sampling)."""
+    """Tell the server which node this is (its partition id), for a reproducible packing."""
     info = MetricRecord({"client": int(context.node_config["partition-id"])})
     return Message(RecordDict({"info": info}), reply_to=msg)
 
 
-__all__ = ["ArrayRecord", "app", "client_seed", "init_network"]
+__all__ = ["ROWS", "app", "client_seed", "init_network", "shared_mean"]

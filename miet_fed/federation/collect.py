@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ def _clients_table(ok: pd.DataFrame) -> pd.DataFrame:
     train = _phase(ok, "train").rename(columns={"num-examples": "n_train"})
     evals = _phase(ok, "evaluate").rename(columns={"num-examples": "n_test"})
     evals = evals.drop(columns=[c for c in BYTE_FIELDS if c in evals])  # bytes: see ledger.csv
+    evals = evals.rename(columns={"seconds": "eval_seconds", "node": "eval_node"})
     keys = ["round", "client"]
     table = pd.merge(train, evals, on=keys, how="outer") if len(evals) else train
     for col in ("client", "n_train", "n_test"):
@@ -61,6 +63,9 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
         raise MietError("the simulation produced no results (the server app failed); see the log")
     rows = pd.read_json(rows_path, lines=True)
     rows_path.unlink()
+    shutil.rmtree(
+        folder / "devices", ignore_errors=True
+    )  # device store of a run without checkpoint
     cfg = spec.config
     failed = rows[rows["error"].notna()] if "error" in rows else rows.iloc[:0]
     ok = rows.drop(index=failed.index)

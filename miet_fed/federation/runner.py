@@ -25,6 +25,7 @@ from miet_fed.errors import MietError
 from miet_fed.federation import checkpoint
 from miet_fed.federation.actor import actor_name
 from miet_fed.federation.checkpoint import checkpointed
+from miet_fed.federation.cohorts import num_nodes
 from miet_fed.federation.collect import collect
 from miet_fed.federation.logs import quiet_flower
 from miet_fed.federation.partition import make_clients, partition_table
@@ -34,6 +35,7 @@ from miet_fed.federation.strategies import get_strategy
 from miet_fed.paths import cache_dir
 from miet_fed.results import atomic_dir, run_identity, run_path, slug
 
+DEVICE_STATE = "devices"  # device store folder in the checkpoint (or, without one, the run tmp)
 WORKER_RESTARTS = 10  # per ClientApp worker process (killed by the OOM killer, a segfault...)
 
 
@@ -71,8 +73,27 @@ class Prepared:
     fingerprint: str = ""  # the dataset's content id
 
 
-def prepare(cfg: SimulateConfig, sink: Path, ckpt: str = "", resume_round: int = 0) -> Prepared:
-    """Data, pool, partitions and payload shape: everything decided before any process starts."""
+def client_workers(cfg: SimulateConfig) -> int:
+    """Client workers Flower can run at once: the CPUs of this machine, or of the Ray cluster
+    the run joins, over fed.cpus_per_client."""
+    cpus = float(os.cpu_count() or 1)
+    if cfg.run.ray_address:
+        import ray
+
+        _init_ray(cfg)
+        cpus = float(ray.cluster_resources().get("CPU", cpus))
+    return max(1, int(cpus // cfg.fed.cpus_per_client))
+
+
+def prepare(
+    cfg: SimulateConfig,
+    sink: Path,
+    ckpt: str = "",
+    resume_round: int = 0,
+    nodes: int | None = None,
+) -> Prepared:
+    """Data, pool, partitions, payload shape and the number of cohort nodes (`nodes`: as many
+    as the federation has, under `flwr run`): everything decided before any process starts."""
     check_names(cfg)
     ds = load_dataset(cfg.data.dataset)
     split = vtab_split(ds.labels, cfg.data.n_train, cfg.data.n_test or None, cfg.run.seed)
@@ -106,16 +127,18 @@ def prepare(cfg: SimulateConfig, sink: Path, ckpt: str = "", resume_round: int =
         feature_bytes=feature_bytes,
         checkpoint=ckpt,
         resume_round=resume_round,
+        num_nodes=nodes or num_nodes(f.num_clients, f.devices_per_node, client_workers(cfg)),
+        state_dir=str((Path(ckpt) if ckpt else sink.absolute()) / DEVICE_STATE),
     )
     used = np.unique(np.concatenate([split.train, split.test]))
     return Prepared(spec, partition_table(clients, ds.labels, ds.num_classes), used, ds.fingerprint)
 
 
 def _write_spec(
-    cfg: SimulateConfig, tmp: Path, ckpt: str, resume_round: int
+    cfg: SimulateConfig, tmp: Path, ckpt: str, resume_round: int, nodes: int | None = None
 ) -> tuple[Prepared, Path]:
     """Prepare the run (resuming only over the same data) and write what every app reads."""
-    prep = _resumable(prepare(cfg, tmp, ckpt, resume_round))
+    prep = _resumable(prepare(cfg, tmp, ckpt, resume_round, nodes))
     spec_path = tmp / "spec.json"
     prep.spec.save(spec_path)
     prep.partitions.to_csv(tmp / "partitions.csv", index=False)
@@ -204,7 +227,7 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
         run_simulation(
             server_app=server_app,
             client_app=client_app,
-            num_supernodes=cfg.fed.num_clients,
+            num_supernodes=prep.spec.num_nodes,
             backend_config={
                 "client_resources": {
                     "num_cpus": cfg.fed.cpus_per_client,
@@ -273,18 +296,11 @@ def run_from_flwr(grid: Any, context: Any) -> None:
     path = config_path(str(rc.get("config", "configs/simulate.toml")).strip())
     cfg = load_config(SimulateConfig, path, parse_overrides(pairs))
     check_names(cfg)
-    n_nodes = count_nodes()
-    if n_nodes != cfg.fed.num_clients:
-        raise MietError(
-            f"the federation has {n_nodes} SuperNodes but fed.num_clients = "
-            f"{cfg.fed.num_clients}: one client per SuperNode. Run `flwr run . --federation-config "
-            f"'num-supernodes={cfg.fed.num_clients}'`, or set fed.num_clients={n_nodes} "
-            "in the run config's overrides"
-        )
+    n_nodes = count_nodes()  # the federation's SuperNodes: devices are packed onto them
     t0 = time.perf_counter()
     out = run_path(cfg.run.out, default_name(cfg)).absolute()
     with checkpointed(out, cfg) as (ckpt, resume_round), atomic_dir(out) as tmp:
-        prep, spec_path = _write_spec(cfg, tmp, ckpt, resume_round)
+        prep, spec_path = _write_spec(cfg, tmp, ckpt, resume_round, n_nodes)
         resume_round = prep.spec.resume_round
         t1 = time.perf_counter()
         computed = feature_source(str(spec_path)).ensure(prep.used_ids)

@@ -1,16 +1,18 @@
-"""The server as a Flower ServerApp: samples clients, aggregates what the strategy shares,
-evaluates the global model where one exists, and writes every client's reply to the run's sink.
+"""The server as a Flower ServerApp: samples devices, packs them onto cohort nodes, aggregates
+what the strategy shares, evaluates the global model where one exists, and writes every device's
+row to the run's sink.
 
-Flower's own return value carries only averaged metrics; per-client rows go through our recorder
-into `<sink>/rows.jsonl`, which works whether the ServerApp runs as a thread of `miet-fed
-simulate` or as a process of `flwr run`.
+Each node replies with the weighted mean of its devices' shared part and their total weight, so
+Flower's own strategies (FedAvg, FedAvgM, FedProx, FedAdam) average exactly as if every device
+were its own node. Per-device rows travel in the reply and go through our recorder into
+`<sink>/rows.jsonl`, which works whether the ServerApp runs as a thread of `miet-fed simulate`
+or as a process of `flwr run`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import sys
 import time
@@ -33,10 +35,13 @@ from flwr.app import (
 from flwr.serverapp import Grid, ServerApp
 
 from miet_fed.edge.train import evaluate
-from miet_fed.federation import checkpoint
+from miet_fed.federation import checkpoint, flower_compat
 from miet_fed.federation.actor import feature_source
+from miet_fed.federation.client_app import ROWS as REPLY_ROWS
 from miet_fed.federation.client_app import init_network
+from miet_fed.federation.cohorts import Registry, pack, sample_devices
 from miet_fed.federation.collect import ROWS
+from miet_fed.federation.device_store import DeviceStore
 from miet_fed.federation.sharing import extract, record_nbytes, record_to_state
 from miet_fed.federation.spec import RunSpec, load_spec
 from miet_fed.federation.strategies import FedStrategy, get_strategy
@@ -69,25 +74,31 @@ class Recorder:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
-    def replies(self, phase: str, server_round: int, replies: list[Message]) -> None:
-        accs = []
+    def replies(
+        self, phase: str, server_round: int, replies: list[Message], sent: dict[int, list[int]]
+    ) -> list[dict[str, Any]]:
+        """One row per device (a failed node: one failure row per device it was sent)."""
+        accs, rows = [], []
         for msg in replies:
-            row: dict[str, Any] = {"round": server_round, "phase": phase}
+            node = int(msg.metadata.src_node_id)
             if msg.has_error():
-                self.failures += 1
                 lines = [ln.strip() for ln in str(msg.error.reason).splitlines() if ln.strip()]
-                node = int(msg.metadata.src_node_id)
-                row.update(
-                    client=self.order.get(node, -1),
-                    node=str(node),  # a uint64: as text, so pandas keeps every digit
-                    error=(lines[-1] if lines else "unknown error")[:300],
-                )
+                error = (lines[-1] if lines else "unknown error")[:300]
+                device_rows = [{"client": d, "error": error} for d in sent.get(node, [-1])]
             else:
-                metrics = next(iter(msg.content.metric_records.values()))
-                row.update({k: v for k, v in metrics.items()})
-                accs.append(row.get("personal_acc", row.get("train_acc")))
-            self.write(row)
+                device_rows = json.loads(str(msg.content[REPLY_ROWS]["json"]))
+            for device_row in device_rows:
+                row = {"round": server_round, "phase": phase, **device_row}
+                row["node"] = self.order.get(node, -1)
+                if "error" in row:
+                    self.failures += 1
+                else:
+                    accs.append(row.get("personal_acc", row.get("train_acc")))
+                rows.append(row)
+        with self.path.open("a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
         self._round[phase] = (float(np.mean(accs)) if accs else float("nan"), len(accs))
+        return rows
 
     def end_round(self, server_round: int, global_acc: float | None) -> None:
         if server_round == 0 or not self.progress:
@@ -104,42 +115,69 @@ class Recorder:
 
 
 def make_flower_strategy(
-    strategy: FedStrategy, spec: RunSpec, recorder: Recorder, order: dict[int, int]
+    strategy: FedStrategy,
+    spec: RunSpec,
+    recorder: Recorder,
+    order: dict[int, int],
+    registry: Registry,
 ) -> Any:
-    """The strategy's Flower class with recording and seeded sampling mixed in."""
+    """The strategy's Flower class, fed cohorts: our device sampling and packing, one message
+    per busy node, per-device rows recorded, replies aggregated in a fixed order."""
     base = strategy.flower_cls
-    seed = spec.config.run.seed
+    fed, seed = spec.config.fed, spec.config.run.seed
+    nodes = sorted(order, key=lambda n: order[n])  # node ids by partition id
+    sizes = {
+        "train": [len(t) for t in spec.clients_train],
+        "evaluate": [
+            len(e) + (len(t) if strategy.eval_needs_train else 0)
+            for t, e in zip(spec.clients_train, spec.clients_test, strict=True)
+        ],
+    }
+    sent: dict[str, dict[int, list[int]]] = {"train": {}, "evaluate": {}}
 
-    class Recorded(base):  # type: ignore[misc, valid-type]
+    def plan(phase: str, server_round: int) -> dict[int, dict[str, Any]]:
+        devices = sample_devices(seed, server_round, phase, fed.num_clients, fed.sampled)
+        packed = pack(devices, [sizes[phase][d] for d in devices], len(nodes))
+        sent[phase] = {nodes[j]: ds for j, ds in enumerate(packed) if ds}
+        return {node: registry.message_fields(ds) for node, ds in sent[phase].items()}
+
+    def ordered(phase: str, replies: Any) -> list[Message]:
+        """Replies arrive in completion order; sort them by their devices (reproducible sums)."""
+        first = {node: ds[0] for node, ds in sent[phase].items()}
+        return sorted(replies, key=lambda m: first.get(int(m.metadata.src_node_id), 1 << 62))
+
+    class Cohorts(base):  # type: ignore[misc, valid-type]
         def configure_train(self, server_round, arrays, config, grid):  # noqa: ANN001
-            random.seed(client_sampling_seed(seed, server_round, "train"))
-            return super().configure_train(server_round, arrays, config, _SortedGrid(grid, order))
+            p = plan("train", server_round)
+            view = flower_compat.NodesView(grid, sorted(p))
+            messages = super().configure_train(server_round, arrays, config, view) if p else []
+            return flower_compat.per_node(messages, p, self.configrecord_key, "configure_train")
 
         def configure_evaluate(self, server_round, arrays, config, grid):  # noqa: ANN001
-            random.seed(client_sampling_seed(seed, server_round, "evaluate"))
-            return super().configure_evaluate(
-                server_round, arrays, config, _SortedGrid(grid, order)
-            )
+            p = plan("evaluate", server_round)
+            view = flower_compat.NodesView(grid, sorted(p))
+            messages = super().configure_evaluate(server_round, arrays, config, view) if p else []
+            return flower_compat.per_node(messages, p, self.configrecord_key, "configure_evaluate")
 
         def aggregate_train(self, server_round, replies):  # noqa: ANN001
-            replies = sorted(replies, key=_reply_order)  # float sums in a fixed order
-            recorder.replies("train", server_round, replies)
+            replies = ordered("train", replies)
+            rows = recorder.replies("train", server_round, replies, sent["train"])
+            registry.update(server_round, rows)
             arrays, metrics = super().aggregate_train(server_round, replies)
             return as_float32(arrays), metrics
 
         def aggregate_evaluate(self, server_round, replies):  # noqa: ANN001
-            replies = sorted(replies, key=_reply_order)
-            recorder.replies("evaluate", server_round, replies)
+            replies = ordered("evaluate", replies)
+            rows = recorder.replies("evaluate", server_round, replies, sent["evaluate"])
+            registry.update(server_round, rows)
             return super().aggregate_evaluate(server_round, replies)
 
-    fed = spec.config.fed
-    n, m = fed.num_clients, fed.sampled
-    return Recorded(
-        fraction_train=m / n,
-        fraction_evaluate=m / n,
-        min_train_nodes=m,
-        min_evaluate_nodes=m,
-        min_available_nodes=n,  # round 1 waits until every supernode registered
+    return Cohorts(
+        fraction_train=1.0,  # of the nodes it is shown: those with devices this round
+        fraction_evaluate=1.0,
+        min_train_nodes=1,
+        min_evaluate_nodes=1,
+        min_available_nodes=1,
         **strategy.flower_kwargs(fed),
     )
 
@@ -157,39 +195,13 @@ def as_float32(arrays: ArrayRecord | None) -> ArrayRecord | None:
     )
 
 
-def _reply_order(msg: Message) -> tuple[int, int]:
-    """Replies arrive in completion order; sort them by client so aggregation is reproducible."""
-    if msg.has_error():
-        return (1, int(msg.metadata.src_node_id))
-    metrics = next(iter(msg.content.metric_records.values()))
-    return (0, int(metrics.get("client", -1)))
-
-
-def client_sampling_seed(seed: int, server_round: int, phase: str) -> int:
-    return int(np.random.SeedSequence([seed, server_round, len(phase)]).generate_state(1)[0])
-
-
-class _SortedGrid:
-    """Node ids ordered by the partition they hold, so seeded sampling picks the same clients on
-    a rerun (Flower draws node ids at random and returns them as a set)."""
-
-    def __init__(self, grid: Grid, order: dict[int, int]) -> None:
-        self._grid = grid
-        self.order = order  # node id -> partition id, from `map_nodes`
-
-    def get_node_ids(self):  # noqa: ANN201
-        return sorted(self._grid.get_node_ids(), key=lambda n: (self.order.get(n, 1 << 62), n))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
-
-
-def map_nodes(grid: Grid, num_clients: int, timeout: float = 120.0) -> dict[int, int]:
-    """Wait until every supernode registered, then ask each which partition it holds."""
+def map_nodes(grid: Grid, num_nodes: int, timeout: float = 120.0) -> dict[int, int]:
+    """Wait until every node registered, then ask each for its partition id (Flower draws
+    node ids at random; packing by partition id makes reruns identical)."""
     start = time.perf_counter()
-    while len(nodes := list(grid.get_node_ids())) < num_clients:
+    while len(nodes := list(grid.get_node_ids())) < num_nodes:
         if time.perf_counter() - start > timeout:
-            raise RuntimeError(f"only {len(nodes)} of {num_clients} supernodes registered")
+            raise RuntimeError(f"only {len(nodes)} of {num_nodes} nodes registered")
         time.sleep(0.2)
     messages = [
         Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
@@ -234,10 +246,12 @@ def run_rounds(
 
 def run_server(grid: Grid, spec_path: str) -> None:
     spec = load_spec(spec_path)
-    order = map_nodes(grid, spec.config.fed.num_clients)
+    order = map_nodes(grid, spec.num_nodes)
     strategy = get_strategy(spec.config.fed.strategy)
     source = feature_source(spec_path)
     recorder = Recorder(spec, order)
+    registry = Registry(spec.config.fed.num_clients)
+    store = DeviceStore(spec.state_dir)
     net = init_network(spec)
     initial = extract(net, strategy.share)
     x_test = y_test = None
@@ -262,16 +276,26 @@ def run_server(grid: Grid, spec_path: str) -> None:
             source.kill()  # fault injection: the next round must be served by a restarted actor
         return MetricRecord({"global_acc": global_acc}) if global_acc is not None else None
 
-    flower = make_flower_strategy(strategy, spec, recorder, order)
+    flower = make_flower_strategy(strategy, spec, recorder, order, registry)
     arrays, first_round = initial, 1
     if spec.resume_round:  # a killed run's last complete round: go on from there
-        arrays, rows = checkpoint.load_server(spec.checkpoint, spec.resume_round, flower)
+        arrays, rows, server_state, devices = checkpoint.load_server(
+            spec.checkpoint, spec.resume_round
+        )
+        flower_compat.restore_state(flower, server_state)
+        registry.restore(devices)
         recorder.restore(rows)
         first_round = spec.resume_round + 1
 
     def end_round(server_round: int, arrays: ArrayRecord) -> None:
         if spec.checkpoint:
-            checkpoint.save_server(spec.checkpoint, server_round, arrays, flower, recorder.path)
+            state = flower_compat.strategy_state(flower, strategy.server_state)
+            checkpoint.save_server(
+                spec.checkpoint, server_round, arrays, state, registry.state(), recorder.path
+            )
+        for device, old_round in registry.superseded:  # committed: older versions can go
+            store.drop(device, old_round)
+        registry.superseded.clear()
 
     run_rounds(
         flower,

@@ -39,6 +39,8 @@ class RunSpec:
     namespace: str = NAMESPACE
     checkpoint: str = ""  # absolute checkpoint folder ('' = off), see federation.checkpoint
     resume_round: int = 0  # rounds 1..resume_round were completed by an earlier, killed run
+    num_nodes: int = 1  # Flower nodes the devices are packed onto (cohorts)
+    state_dir: str = ""  # absolute device-store folder (federation.device_store)
 
     def save(self, path: Path) -> None:
         from miet_fed.config import to_dict
@@ -60,6 +62,8 @@ class RunSpec:
             "namespace": self.namespace,
             "checkpoint": self.checkpoint,
             "resume_round": self.resume_round,
+            "num_nodes": self.num_nodes,
+            "state_dir": self.state_dir,
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
@@ -88,4 +92,6 @@ def load_spec(path: str) -> RunSpec:
         namespace=data["namespace"],
         checkpoint=data.get("checkpoint", ""),
         resume_round=int(data.get("resume_round", 0)),
+        num_nodes=int(data.get("num_nodes", 1)),
+        state_dir=data.get("state_dir", ""),
     )

@@ -19,7 +19,12 @@ HEAD_PREFIX = "head."
 
 
 class EdgeNetwork(nn.Module):
-    """Base class: subclasses set `name`, `accepts` and implement `build` and `forward`."""
+    """Base class: subclasses set `name`, `accepts` and implement `build` and `forward`.
+
+    A network may also implement `forward_stacked(params, x)`: the same computation for many
+    devices at once, every parameter with a leading device axis [C, ...] and x [C, B, ...]
+    (see `miet_fed.edge.stacked`); without it, cohorts of devices train in a loop.
+    """
 
     name: ClassVar[str]
     accepts: ClassVar[tuple[str, ...]]
@@ -92,12 +97,13 @@ class LowRankAttention(nn.Module):
 
 
 def pool_tokens(x: torch.Tensor, pool: str) -> torch.Tensor:
-    """[B, T, D] -> [B, D'] by the CLS token, the mean of the others, or both concatenated."""
+    """[..., T, D] -> [..., D'] by the CLS token, the mean of the others, or both concatenated
+    (leading axes: a batch, or devices and a batch in the stacked form)."""
     if pool == "cls":
-        return x[:, 0]
+        return x[..., 0, :]
     if pool == "mean":
-        return x[:, 1:].mean(dim=1)
-    return torch.cat([x[:, 0], x[:, 1:].mean(dim=1)], dim=-1)
+        return x[..., 1:, :].mean(dim=-2)
+    return torch.cat([x[..., 0, :], x[..., 1:, :].mean(dim=-2)], dim=-1)
 
 
 def pooled_dim(dim: int, pool: str) -> int:

@@ -18,6 +18,7 @@ from miet_fed.edge.networks import (
     pool_tokens,
     pooled_dim,
 )
+from miet_fed.edge.stacked import s_layer_norm, s_linear, s_low_rank_attention
 
 
 @EDGE_NETWORKS.register("ladder")
@@ -43,3 +44,11 @@ class Ladder(EdgeNetwork):
         for i, block in enumerate(self.blocks, start=1):
             h = block(h + self.norms[i](x[:, i]))
         return self.head(pool_tokens(self.output_norm(h), self.pool))
+
+    def forward_stacked(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        h = s_layer_norm(x[:, :, 0], p, "norms.0")
+        for i, block in enumerate(self.blocks, start=1):
+            h = s_low_rank_attention(
+                h + s_layer_norm(x[:, :, i], p, f"norms.{i}"), p, f"blocks.{i - 1}", block.heads
+            )
+        return s_linear(pool_tokens(s_layer_norm(h, p, "output_norm"), self.pool), p, "head")

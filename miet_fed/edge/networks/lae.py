@@ -14,6 +14,7 @@ from miet_fed.edge.networks import (
     pool_tokens,
     pooled_dim,
 )
+from miet_fed.edge.stacked import s_layer_norm, s_linear, s_low_rank_attention
 
 
 @EDGE_NETWORKS.register("lae")
@@ -40,3 +41,9 @@ class LAE(EdgeNetwork):
         for block in self.blocks:
             h = block(h)
         return self.head(pool_tokens(self.output_norm(h), self.pool))
+
+    def forward_stacked(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        h = s_layer_norm(x, p, "input_norm")
+        for i, block in enumerate(self.blocks):
+            h = s_low_rank_attention(h, p, f"blocks.{i}", block.heads)
+        return s_linear(pool_tokens(s_layer_norm(h, p, "output_norm"), self.pool), p, "head")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from miet_fed.edge.networks import EDGE_NETWORKS, EdgeNetwork, pool_tokens, pooled_dim
+from miet_fed.edge.stacked import s_layer_norm, s_linear
 
 
 @EDGE_NETWORKS.register("linear")
@@ -29,3 +30,7 @@ class LinearHead(EdgeNetwork):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = pool_tokens(x, self.pool) if self.pool else x
         return self.head(self.norm(h))
+
+    def forward_stacked(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        h = pool_tokens(x, self.pool) if self.pool else x
+        return s_linear(s_layer_norm(h, p, "norm"), p, "head")

@@ -1,39 +1,24 @@
 """Aggregation strategies, registered by name, one file each.
 
 A strategy is two small decisions: which part of the edge network is shared (`share`, applied by
-`miet_fed.federation.sharing`) and how a client updates locally (`local_update`); the server side
-is a Flower strategy (FedAvg unless the file says otherwise). Personalized strategies keep the
-unshared part in the client's persistent state.
+`miet_fed.federation.sharing`) and how devices update locally (`local_update`, written against
+`miet_fed.edge.cohort.Cohort`, so it means the same for one device or a cohort of thousands);
+the server side is a Flower strategy (FedAvg unless the file says otherwise), fed one weighted
+mean per cohort node, which averages exactly as if every device were its own node.
+Personalized strategies keep the unshared part, and any `personal_slots`, in the device store.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
 from flwr.serverapp.strategy import FedAvg
 
 from miet_fed.config import FedConfig
-from miet_fed.edge.networks import EdgeNetwork
-from miet_fed.edge.train import Optim, evaluate, fit
+from miet_fed.edge.cohort import Cohort
 from miet_fed.registry import Registry
 
-
-@dataclass
-class LocalJob:
-    """One client's round: its network (shared part already loaded), data and settings."""
-
-    net: EdgeNetwork
-    x_train: dict[str, torch.Tensor]
-    y_train: torch.Tensor
-    x_test: dict[str, torch.Tensor]
-    y_test: torch.Tensor
-    received: dict[str, torch.Tensor]  # the global (shared) state this round started from
-    optim: Optim
-    generator: torch.Generator
-    fed: FedConfig
-    extra: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # persisted states
+Results = list[tuple[float, float]]  # (loss, accuracy) per device of the cohort
 
 
 class FedStrategy:
@@ -45,16 +30,21 @@ class FedStrategy:
     flower_cls: ClassVar[type] = FedAvg
     #: personal evaluation trains first (FedBABU's head fine-tuning), so it needs the train payloads
     eval_needs_train: ClassVar[bool] = False
+    #: cohort slots kept per device from round to round besides the network (Ditto's model)
+    personal_slots: ClassVar[tuple[str, ...]] = ()
+    #: attributes of the Flower strategy that carry state between rounds (FedAdam's moments):
+    #: checkpointed, and a checkpoint fails loudly if Flower renamed one
+    server_state: ClassVar[tuple[str, ...]] = ()
 
     def flower_kwargs(self, fed: FedConfig) -> dict[str, Any]:
         return {}
 
-    def local_update(self, job: LocalJob) -> tuple[float, float]:
-        return fit(job.net, job.x_train, job.y_train, job.optim, job.generator)
+    def local_update(self, job: Cohort) -> Results:
+        return job.fit()
 
-    def personal_eval(self, job: LocalJob) -> tuple[float, float]:
-        """Accuracy of the model this client would deploy, on its own test split."""
-        return evaluate(job.net, job.x_test, job.y_test)
+    def personal_eval(self, job: Cohort) -> Results:
+        """Accuracy of the model each device would deploy, on its own test split."""
+        return job.evaluate()
 
 
 STRATEGIES: Registry[type[FedStrategy]] = Registry("strategy", __name__)

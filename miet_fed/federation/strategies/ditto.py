@@ -1,9 +1,7 @@
 """`ditto`: a FedAvg global model plus a personal model pulled toward it (Li et al., 2021)."""
 
-import copy
-
-from miet_fed.edge.train import evaluate, fit
-from miet_fed.federation.strategies import STRATEGIES, FedStrategy, LocalJob
+from miet_fed.edge.cohort import Cohort
+from miet_fed.federation.strategies import STRATEGIES, FedStrategy, Results
 
 PERSONAL = "ditto-personal"
 
@@ -12,26 +10,13 @@ PERSONAL = "ditto-personal"
 class Ditto(FedStrategy):
     name = "ditto"
     summary = "global FedAvg model; personal model regularised toward it (lambda)"
+    personal_slots = (PERSONAL,)
 
-    def local_update(self, job: LocalJob) -> tuple[float, float]:
-        personal = copy.deepcopy(job.net)  # starts from the received global the first time
-        if PERSONAL in job.extra:
-            personal.load_state_dict(job.extra[PERSONAL])
-        result = fit(job.net, job.x_train, job.y_train, job.optim, job.generator)
-        fit(
-            personal,
-            job.x_train,
-            job.y_train,
-            job.optim,
-            job.generator,
-            prox=(job.received, job.fed.ditto_lambda),
-        )
-        job.extra[PERSONAL] = personal.state_dict()
+    def local_update(self, job: Cohort) -> Results:
+        job.copy("net", PERSONAL, only_missing=True)  # first time: start from the global model
+        result = job.fit()
+        job.fit(slot=PERSONAL, prox_mu=job.fed.ditto_lambda)
         return result
 
-    def personal_eval(self, job: LocalJob) -> tuple[float, float]:
-        if PERSONAL not in job.extra:
-            return evaluate(job.net, job.x_test, job.y_test)
-        personal = copy.deepcopy(job.net)
-        personal.load_state_dict(job.extra[PERSONAL])
-        return evaluate(personal, job.x_test, job.y_test)
+    def personal_eval(self, job: Cohort) -> Results:
+        return job.evaluate(PERSONAL, fallback="net")

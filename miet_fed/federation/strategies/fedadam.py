@@ -13,6 +13,7 @@ class FedAdamStrategy(FedStrategy):
     name = "fedadam"
     summary = "Adam on the server over averaged updates"
     flower_cls = FedAdam
+    server_state = ("current_arrays", "m_t", "v_t")
 
     def flower_kwargs(self, fed: FedConfig) -> dict[str, Any]:
         return {"eta": fed.server_lr, "eta_l": 1e-3, "tau": 1e-3}

@@ -13,6 +13,7 @@ class FedAvgMStrategy(FedStrategy):
     name = "fedavgm"
     summary = "average with server momentum"
     flower_cls = FedAvgM
+    server_state = ("current_arrays", "momentum_vector")
 
     def flower_kwargs(self, fed: FedConfig) -> dict[str, Any]:
         return {"server_learning_rate": 1.0, "server_momentum": fed.server_momentum}

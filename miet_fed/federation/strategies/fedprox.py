@@ -5,8 +5,8 @@ from typing import Any
 from flwr.serverapp.strategy import FedProx
 
 from miet_fed.config import FedConfig
-from miet_fed.edge.train import fit
-from miet_fed.federation.strategies import STRATEGIES, FedStrategy, LocalJob
+from miet_fed.edge.cohort import Cohort
+from miet_fed.federation.strategies import STRATEGIES, FedStrategy, Results
 
 
 @STRATEGIES.register("fedprox")
@@ -18,6 +18,5 @@ class FedProxStrategy(FedStrategy):
     def flower_kwargs(self, fed: FedConfig) -> dict[str, Any]:
         return {"proximal_mu": fed.proximal_mu}
 
-    def local_update(self, job: LocalJob) -> tuple[float, float]:
-        prox = (job.received, job.fed.proximal_mu)
-        return fit(job.net, job.x_train, job.y_train, job.optim, job.generator, prox=prox)
+    def local_update(self, job: Cohort) -> Results:
+        return job.fit(prox_mu=job.fed.proximal_mu)

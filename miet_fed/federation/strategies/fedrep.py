@@ -1,9 +1,7 @@
 """`fedrep`: train the personal head first, then the shared body (Collins et al., 2021)."""
 
-from dataclasses import replace
-
-from miet_fed.edge.train import fit
-from miet_fed.federation.strategies import STRATEGIES, FedStrategy, LocalJob
+from miet_fed.edge.cohort import Cohort
+from miet_fed.federation.strategies import STRATEGIES, FedStrategy, Results
 
 
 @STRATEGIES.register("fedrep")
@@ -13,9 +11,7 @@ class FedRep(FedStrategy):
     share = "body"
     global_model = False
 
-    def local_update(self, job: LocalJob) -> tuple[float, float]:
-        head, body = job.net.head_parameters(), job.net.body_parameters()
+    def local_update(self, job: Cohort) -> Results:
         if job.fed.head_epochs:
-            head_optim = replace(job.optim, epochs=job.fed.head_epochs)
-            fit(job.net, job.x_train, job.y_train, head_optim, job.generator, params=head)
-        return fit(job.net, job.x_train, job.y_train, job.optim, job.generator, params=body)
+            job.fit(part="head", epochs=job.fed.head_epochs)
+        return job.fit(part="body")

@@ -1,0 +1,174 @@
+"""A cohort: the devices one node trains together in a round, and the verbs strategies use.
+
+A strategy's local update is written once against this interface (`fit`, `evaluate`, `copy`)
+and means the same for one device or ten thousand: each device keeps its own data, its own
+generator (seeded per run, round and device) and its own named model states ("slots": the
+network "net", Ditto's personal model, FedBABU's fine-tuned copy). The engine is either a loop
+of `train.fit` over the devices (the reference path) or `stacked.fit_stacked` over chunks of
+devices sorted by data size (so padding wastes little under label skew). Nothing here knows
+about Flower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from miet_fed.edge import stacked
+from miet_fed.edge.networks import EdgeNetwork
+from miet_fed.edge.train import Optim, evaluate, fit
+
+State = dict[str, torch.Tensor]
+NET = "net"
+PARTS = ("all", "body", "head")
+#: Decoded payload bytes one stacked step may hold (devices x batch x payload), so memory stays
+#: bounded whatever the cohort size; on CPU a few devices per step is also the fastest (cache).
+STACK_BYTES = 64 << 20
+CPU_STACK_SAMPLES = 64
+
+
+@dataclass
+class DeviceData:
+    """One device's payloads (in their wire encoding) and labels."""
+
+    x_train: dict[str, torch.Tensor]
+    y_train: torch.Tensor
+    x_test: dict[str, torch.Tensor]
+    y_test: torch.Tensor
+
+
+@dataclass
+class Cohort:
+    """Devices of one node in one round. `slots[name][i]` is device i's state of that model."""
+
+    net: EdgeNetwork  # the architecture (its own values are scratch)
+    devices: list[int]
+    data: list[DeviceData]
+    slots: dict[str, list[State | None]]
+    received: State  # the global (shared) state this round started from
+    optim: Optim
+    generators: list[torch.Generator]
+    fed: object  # FedConfig: the strategies' own knobs
+    engine: str = "stacked"  # "stacked" or "loop" (the reference path)
+    stack: int = 0  # devices per stacked step (0: automatic)
+
+    def __post_init__(self) -> None:
+        if self.engine == "stacked" and not stacked.stackable(self.net):
+            self.engine = "loop"  # the network declared no batched form
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    # --- the verbs ----------------------------------------------------------------------------
+
+    def keys(self, part: str) -> list[str]:
+        if part == "all":
+            return list(self.net.state_dict())
+        if part == "body":
+            return self.net.body_keys()
+        if part == "head":
+            return self.net.head_keys()
+        raise ValueError(f"unknown part '{part}'; valid: {', '.join(PARTS)}")
+
+    def has(self, slot: str) -> list[bool]:
+        return [s is not None for s in self.slots.get(slot, [None] * len(self))]
+
+    def copy(self, src: str, dst: str, only_missing: bool = False) -> None:
+        """dst := src per device (only where dst is missing, with only_missing)."""
+        old = self.slots.get(dst, [None] * len(self))
+        self.slots[dst] = [
+            o if only_missing and o is not None else {k: v.clone() for k, v in s.items()}
+            for s, o in zip(self.slots[src], old, strict=True)
+        ]
+
+    def fit(
+        self, slot: str = NET, part: str = "all", epochs: int | None = None, prox_mu: float = 0.0
+    ) -> list[tuple[float, float]]:
+        """Train `part` of each device's `slot` on its own data; (loss, acc) per device."""
+        optim = self.optim if epochs is None else replace(self.optim, epochs=epochs)
+        prox = (self.received, prox_mu) if prox_mu > 0 else None
+        states = self.slots[slot]
+        if self.engine == "loop":
+            out = []
+            for i, d in enumerate(self.data):
+                self.net.load_state_dict(states[i])
+                params = self._params(part)
+                out.append(
+                    fit(self.net, d.x_train, d.y_train, optim, self.generators[i], params, prox)
+                )
+                states[i] = _copy(self.net.state_dict())
+            return out
+        out: list[tuple[float, float]] = [(float("nan"), float("nan"))] * len(self)
+        for chunk in self._chunks([len(d.y_train) for d in self.data], optim.batch_size):
+            new, res = stacked.fit_stacked(
+                self.net,
+                stacked.stack([states[i] for i in chunk]),
+                [self.data[i].x_train for i in chunk],
+                [self.data[i].y_train for i in chunk],
+                optim,
+                [self.generators[i] for i in chunk],
+                self.keys(part),
+                prox,
+            )
+            for j, (i, state) in enumerate(
+                zip(chunk, stacked.unstack(new, len(chunk)), strict=True)
+            ):
+                states[i], out[i] = state, res[j]
+        return out
+
+    def evaluate(self, slot: str = NET, fallback: str | None = None) -> list[tuple[float, float]]:
+        """(loss, acc) of each device's `slot` on its own test split (`fallback` where a device
+        has no such state yet)."""
+        states = [
+            s if s is not None else self.slots[fallback][i]
+            for i, s in enumerate(self.slots.get(slot, [None] * len(self)))
+        ]
+        if self.engine == "loop":
+            out = []
+            for state, d in zip(states, self.data, strict=True):
+                self.net.load_state_dict(state)
+                out.append(evaluate(self.net, d.x_test, d.y_test))
+            return out
+        out = [(float("nan"), float("nan"))] * len(self)
+        for chunk in self._chunks([len(d.y_test) for d in self.data], 256):
+            res = stacked.evaluate_stacked(
+                self.net,
+                stacked.stack([states[i] for i in chunk]),
+                [self.data[i].x_test for i in chunk],
+                [self.data[i].y_test for i in chunk],
+            )
+            for j, i in enumerate(chunk):
+                out[i] = res[j]
+        return out
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _params(self, part: str) -> list[torch.nn.Parameter]:
+        if part == "all":
+            return list(self.net.parameters())
+        return self.net.head_parameters() if part == "head" else self.net.body_parameters()
+
+    def _sample_bytes(self) -> int:
+        """Decoded (float32) bytes of one payload."""
+        for d in self.data:
+            for parts in (d.x_train, d.x_test):
+                if parts and len(parts["values"]):
+                    return 4 * parts["values"][0].numel()
+        return 4
+
+    def _chunks(self, sizes: Sequence[int], batch: int) -> list[list[int]]:
+        """Devices with data, sorted by size (similar sizes pad little), in stacked steps."""
+        order = sorted((i for i, n in enumerate(sizes) if n), key=lambda i: (sizes[i], i))
+        if not order:
+            return []
+        width = max(1, min(batch, max(sizes)))
+        by_bytes = max(1, STACK_BYTES // max(1, self._sample_bytes() * width))
+        n = self.stack or max(1, CPU_STACK_SAMPLES // width)
+        n = min(n, by_bytes)
+        return [order[i : i + n] for i in range(0, len(order), n)]
+
+
+def _copy(state: State) -> State:
+    return {k: v.detach().clone() for k, v in state.items()}

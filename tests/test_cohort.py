@@ -1,0 +1,263 @@
+"""Cohorts: many devices trained as one stacked computation mean the same as each device alone.
+
+Fast tests compare the stacked engine with the reference loop (`train.fit` per device) for every
+registered edge network and every registered strategy, on tiny tensors; the slow ones run real
+simulations with one device per node and with one node for all devices and compare the tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from miet_fed.comm import codec
+from miet_fed.config import EdgeConfig, FedConfig
+from miet_fed.edge import stacked
+from miet_fed.edge.cohort import Cohort, DeviceData
+from miet_fed.edge.networks import EDGE_NETWORKS, build_edge_network
+from miet_fed.edge.train import Optim
+from miet_fed.federation.cohorts import Registry, num_nodes, pack, sample_devices
+from miet_fed.federation.device_store import DeviceStore
+from miet_fed.federation.strategies import STRATEGIES, get_strategy
+
+CFG = EdgeConfig(rank=8, blocks=2, heads=2)
+SHAPES = {"tokens": (5, 16), "vector": (16,), "layers": (3, 5, 16)}
+SIZES = [3, 7, 20, 1, 12]  # unequal on purpose: devices with fewer batches sit steps out
+
+
+def _net(name: str, kind: str):
+    torch.manual_seed(0)
+    return build_edge_network(name, kind, SHAPES[kind], 3, CFG)
+
+
+def _cohort(name: str, kind: str, engine: str, received_keys: str = "all") -> Cohort:
+    net = _net(name, kind)
+    g = torch.Generator().manual_seed(1)
+    data = []
+    for n in SIZES:
+        x, xt = (
+            torch.randn(n, *SHAPES[kind], generator=g),
+            torch.randn(4, *SHAPES[kind], generator=g),
+        )
+        y, yt = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 3, (4,), generator=g)
+        data.append(DeviceData(codec.encode(x, "fp16"), y, codec.encode(xt, "fp16"), yt))
+    init = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    received = {k: init[k] for k in Cohort.keys(_FakeCohort(net), received_keys)}
+    return Cohort(
+        net=net,
+        devices=list(range(len(SIZES))),
+        data=data,
+        slots={"net": [{k: v.clone() for k, v in init.items()} for _ in SIZES]},
+        received=received,
+        optim=Optim(2, 4, 1e-2, 1e-2, "constant"),
+        generators=[torch.Generator().manual_seed(100 + i) for i in range(len(SIZES))],
+        fed=FedConfig(head_epochs=1, finetune_epochs=1),
+        engine=engine,
+    )
+
+
+class _FakeCohort:
+    def __init__(self, net):
+        self.net = net
+
+
+def _comparable(state: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """All parameters except the key bias of attention: adding a constant to every key shifts
+    each attention row by a constant, which softmax ignores, so its gradient is exactly zero in
+    theory and float noise in practice, which Adam amplifies to lr-sized steps in either engine.
+    It changes no output (the logits are compared separately)."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith("qkv.bias"):
+            v = torch.cat([v[:rank], v[2 * rank :]])
+        out[k] = v
+    return out
+
+
+def _logits(c: Cohort, slot: str = "net") -> list[torch.Tensor]:
+    out = []
+    for state, d in zip(c.slots[slot], c.data, strict=True):
+        c.net.load_state_dict(state)
+        out.append(c.net(codec.decode(d.x_test)).detach())
+    return out
+
+
+@pytest.mark.parametrize("name", EDGE_NETWORKS.names())
+def test_every_network_has_a_stacked_forward_equal_to_its_forward(name):
+    cls = EDGE_NETWORKS.get(name)
+    for kind in cls.accepts:
+        nets = [_net(name, kind) for _ in range(3)]
+        for i, n in enumerate(nets):  # different values per device
+            with torch.no_grad():
+                for p in n.parameters():
+                    p.add_(0.1 * (i + 1) * torch.randn_like(p))
+        assert stacked.stackable(nets[0]), f"{name} declares no batched form"
+        state = stacked.stack([n.state_dict() for n in nets])
+        x = torch.randn(3, 4, *SHAPES[kind])
+        out = nets[0].forward_stacked(state, x)
+        ref = torch.stack([n(x[i]) for i, n in enumerate(nets)])
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", EDGE_NETWORKS.names())
+@pytest.mark.parametrize("part", ["all", "body", "head"])
+def test_stacked_fit_equals_the_loop_for_every_network(name, part):
+    for kind in EDGE_NETWORKS.get(name).accepts:
+        loop, stack = _cohort(name, kind, "loop"), _cohort(name, kind, "stacked")
+        a, b = loop.fit(part=part, prox_mu=0.1), stack.fit(part=part, prox_mu=0.1)
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        for sa, sb in zip(loop.slots["net"], stack.slots["net"], strict=True):
+            for k, v in _comparable(sa, CFG.rank).items():
+                torch.testing.assert_close(v, _comparable(sb, CFG.rank)[k], atol=1e-4, rtol=0)
+        for la, lb in zip(_logits(loop), _logits(stack), strict=True):
+            torch.testing.assert_close(la, lb, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(loop.evaluate(), stack.evaluate(), atol=1e-5)
+
+
+def test_a_device_without_batches_in_a_step_does_not_move():
+    """Device 3 has one image: after its one step per epoch, later steps must not touch it."""
+    c = _cohort("lae", "tokens", "stacked")
+    c.optim = Optim(1, 4, 1e-2, 1e-2, "constant")
+    alone = _cohort("lae", "tokens", "stacked")
+    alone.optim = c.optim
+    for field in ("devices", "data", "generators"):
+        setattr(alone, field, [getattr(alone, field)[3]])
+    alone.slots = {"net": [alone.slots["net"][3]]}
+    c.fit()
+    alone.fit()
+    for k, v in alone.slots["net"][0].items():
+        torch.testing.assert_close(c.slots["net"][3][k], v, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_every_strategy_means_the_same_on_a_cohort(strategy):
+    s = get_strategy(strategy)
+    runs = {}
+    for engine in ("loop", "stacked"):
+        c = _cohort("lae", "tokens", engine, received_keys=s.share if s.share != "none" else "all")
+        train = s.local_update(c)
+        personal = s.personal_eval(c)
+        runs[engine] = (c, train, personal)
+    (la, ta, pa), (lb, tb, pb) = runs["loop"], runs["stacked"]
+    np.testing.assert_allclose(ta, tb, atol=1e-4)
+    # Accuracies within one test image per device (4 test images each).
+    assert all(abs(x[1] - y[1]) <= 1 / 4 + 1e-9 for x, y in zip(pa, pb, strict=True))
+    for slot in la.slots:
+        for sa, sb in zip(la.slots[slot], lb.slots[slot], strict=True):
+            assert (sa is None) == (sb is None)
+            if sa is None:
+                continue
+            for k, v in _comparable(sa, CFG.rank).items():
+                torch.testing.assert_close(v, _comparable(sb, CFG.rank)[k], atol=1e-3, rtol=0)
+
+
+def test_sampling_picks_devices_whatever_the_packing():
+    a = sample_devices(0, 3, "train", 1000, 50)
+    assert a == sample_devices(0, 3, "train", 1000, 50) and len(set(a)) == 50
+    assert a != sample_devices(0, 4, "train", 1000, 50)
+    assert a != sample_devices(0, 3, "evaluate", 1000, 50)
+    assert sample_devices(0, 1, "train", 7, 7) == list(range(7))
+
+
+def test_pack_balances_work_and_count():
+    devices = list(range(10))
+    work = [100, 1, 1, 1, 1, 1, 1, 1, 1, 50]
+    nodes = pack(devices, work, 3)
+    assert sorted(d for n in nodes for d in n) == devices
+    assert max(len(n) for n in nodes) <= 4
+    assert [0] in [[d for d in n if work[d] >= 50] for n in nodes]  # the two big ones apart
+    assert pack([4, 2], [5, 5], 3)[2] == []  # idle node
+    assert pack(list(range(6)), [1] * 6, 6) == [[i] for i in range(6)]  # one device per node
+    assert num_nodes(100, 0, 2) == 2 and num_nodes(100, 1, 2) == 100 and num_nodes(100, 30, 2) == 4
+    assert num_nodes(1, 0, 8) == 1
+
+
+def test_registry_remembers_newest_state_and_contact():
+    r = Registry(5)
+    assert r.message_fields([1, 2]) == {
+        "devices": [1, 2],
+        "last-rounds": [0, 0],
+        "first-contact": [1, 1],
+    }
+    r.update(1, [{"client": 1, "state_saved": 1}, {"client": 2, "error": "x"}])
+    r.update(2, [{"client": 1, "state_saved": 1}, {"client": 2, "state_saved": 0}])
+    assert r.message_fields([1, 2])["last-rounds"] == [2, 0]
+    assert r.message_fields([1, 2])["first-contact"] == [0, 0]
+    assert r.superseded == [(1, 1)]
+
+
+def test_device_store_round_trips_slots_and_skips_empty(tmp_path):
+    store = DeviceStore(tmp_path)
+    state = {"net": {"head.weight": torch.randn(2, 3)}, "ditto-personal": {"a": torch.ones(2)}}
+    assert store.save(123456, 4, state)
+    back = store.load(123456, 4)
+    assert torch.equal(back["net"]["head.weight"], state["net"]["head.weight"])
+    assert torch.equal(back["ditto-personal"]["a"], state["ditto-personal"]["a"])
+    assert not store.save(7, 1, {"net": {}})  # FedAvg keeps nothing personal: no file
+    assert store.load(7, 0) == {}
+    store.drop(123456, 4)
+    assert not store.path(123456, 4).exists()
+
+
+# --- real simulations: one device per node vs one node for all --------------------------------
+
+
+def _simulate(capsys, npz: Path, out: str, *sets: str) -> dict:
+    from miet_fed.cli import main
+    from tests.conftest import TINY
+
+    args = ["simulate", "--dataset", f"npz:{npz}", *TINY, "--out", out, "--quiet", "--json"]
+    base = ["data.n_train=80", "data.n_test=20", "fed.num_clients=6", "fed.rounds=2"]
+    for s in [*base, "train.epochs=2", *sets]:
+        args += ["--set", s]
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fedavg", "ditto", "fedbabu", "fedadam"])
+def test_cohort_run_equals_one_device_per_node(strategy, tmp_path, capsys):
+    from tests.conftest import make_tiny_npz
+
+    npz = make_tiny_npz(tmp_path / "tiny.npz")
+    one = _simulate(
+        capsys, npz, "results/one", f"fed.strategy={strategy}", "fed.devices_per_node=1"
+    )
+    all_ = _simulate(
+        capsys, npz, "results/all", f"fed.strategy={strategy}", "fed.devices_per_node=6"
+    )
+    assert one["failures"] == all_["failures"] == 0
+    assert one["ledger_equals_model"] and all_["ledger_equals_model"]
+    la = pd.read_csv("results/one/ledger.csv")
+    lb = pd.read_csv("results/all/ledger.csv")
+    pd.testing.assert_frame_equal(la, lb)  # identical bytes, per device, round and kind
+    a = pd.read_csv("results/one/clients.csv").sort_values(["round", "client"])
+    b = pd.read_csv("results/all/clients.csv").sort_values(["round", "client"])
+    assert a[["round", "client"]].values.tolist() == b[["round", "client"]].values.tolist()
+    assert set(a["node"]) == set(range(6)) and set(b["node"]) == {0}  # really packed differently
+    np.testing.assert_allclose(a["train_loss"], b["train_loss"], atol=1e-3)
+    per_image = 1 / a["n_test"]  # final accuracies within one test image per device
+    assert ((a["personal_acc"] - b["personal_acc"]).abs() <= per_image + 1e-9).all()
+    if one["global_acc"] is not None:
+        assert abs(one["global_acc"] - all_["global_acc"]) <= 1 / 20 + 1e-9
+
+
+@pytest.mark.slow
+def test_one_failing_device_in_a_cohort_is_one_failure(tmp_path, capsys, monkeypatch):
+    from miet_fed.federation.client_app import FAULT_ENV
+    from tests.conftest import make_tiny_npz
+
+    monkeypatch.setenv(FAULT_ENV, "2:1")
+    npz = make_tiny_npz(tmp_path / "tiny.npz")
+    s = _simulate(capsys, npz, "results/f", "fed.allow_failures=true", "fed.strategy=fedavg")
+    assert s["failures"] == 1
+    failures = pd.read_csv("results/f/failures.csv")
+    assert failures[["round", "client", "phase"]].values.tolist() == [[1, 2, "train"]]
+    clients = pd.read_csv("results/f/clients.csv")
+    assert len(clients[(clients["round"] == 1) & clients["train_loss"].notna()]) == 5
+    assert len(clients[(clients["round"] == 2) & clients["train_loss"].notna()]) == 6
