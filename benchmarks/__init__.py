@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "cache": "benchmarks.cache",
     "sim_vs_serial": "benchmarks.sim_vs_serial",
     "scaling": "benchmarks.scaling",
+    "cohorts": "benchmarks.cohorts",
     "startup": "benchmarks.startup",
     "edge_resources": "benchmarks.edge_resources",
     "checkpoint": "benchmarks.checkpoint",

@@ -158,6 +158,11 @@ class FedConfig:
         "1 = one device per node, trained alone: the reference path)",
     )
     stack: int = _h(0, "devices per stacked training step in a cohort (0 = automatic)")
+    device_images: int = _h(
+        0,
+        "0 = split the pool among devices; N > 0 = each device draws N pool images (devices may "
+        "share images: populations larger than the pool)",
+    )
     allow_failures: bool = _h(False, "exit 0 even if some client replies failed")
 
     def __post_init__(self) -> None:
@@ -183,6 +188,10 @@ class FedConfig:
             f"fed.devices_per_node must be >= 0 (0 = automatic), got {self.devices_per_node}",
         )
         _require(self.stack >= 0, f"fed.stack must be >= 0 (0 = automatic), got {self.stack}")
+        _require(
+            self.device_images >= 0,
+            f"fed.device_images must be >= 0 (0 = split the pool), got {self.device_images}",
+        )
 
     @property
     def sampled(self) -> int:
@@ -404,6 +413,7 @@ ALLOWED: dict[str, str] = {
     "fed.cpus_per_client": "> 0",
     "fed.devices_per_node": ">= 0 (0 = automatic)",
     "fed.stack": ">= 0 (0 = automatic)",
+    "fed.device_images": ">= 0 (0 = split the pool)",
     "link.up_mbps": "> 0",
     "link.down_mbps": "> 0",
     "link.latency_ms": ">= 0",

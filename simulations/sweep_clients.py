@@ -1,4 +1,4 @@
-"""Clients scaling sweep: FedPer and local training on 10, 100 and 1000 devices, then its report.
+"""Devices scaling sweep: FedAvg on 10 to 1000 devices, IID and Dirichlet, 3 seeds; then a report.
 
     .venv/bin/python simulations/sweep_clients.py            # configs/sweep_clients.toml
     .venv/bin/python simulations/sweep_clients.py --quick    # smoke test: 10 and 20 clients, tiny

@@ -111,6 +111,8 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
     server = _phase(ok, "server")
     if "global_acc" in server:
         per_round = per_round.join(server.set_index("round")[["global_acc"]], how="outer")
+    if "elapsed_seconds" in server:  # wall time since the server started, at each round's end
+        per_round = per_round.join(server.set_index("round")[["elapsed_seconds"]], how="outer")
     per_round = per_round.reindex(range(0 if "global_acc" in server else 1, cfg.fed.rounds + 1))
     per_round.index.name = "round"
     by_dir = ledger.pivot_table(

@@ -29,6 +29,7 @@ from miet_fed.federation.cohorts import num_nodes
 from miet_fed.federation.collect import collect
 from miet_fed.federation.logs import quiet_flower
 from miet_fed.federation.partition import make_clients, partition_table
+from miet_fed.federation.population import sample_population
 from miet_fed.federation.ray_setup import _init_ray
 from miet_fed.federation.spec import RunSpec
 from miet_fed.federation.strategies import get_strategy
@@ -98,18 +99,32 @@ def prepare(
     ds = load_dataset(cfg.data.dataset)
     split = vtab_split(ds.labels, cfg.data.n_train, cfg.data.n_test or None, cfg.run.seed)
     f = cfg.fed
-    clients = make_clients(
-        split.train,
-        ds.labels,
-        f.num_clients,
-        f.partition,
-        f.alpha,
-        f.classes_per_client,
-        f.test_fraction,
-        f.min_train,
-        1,
-        cfg.run.seed,
-    )
+    if f.device_images:  # each device draws its own few images: any number of devices
+        clients = sample_population(
+            split.train,
+            ds.labels,
+            f.num_clients,
+            f.device_images,
+            f.partition,
+            f.alpha,
+            f.classes_per_client,
+            f.test_fraction,
+            f.min_train,
+            cfg.run.seed,
+        )
+    else:
+        clients = make_clients(
+            split.train,
+            ds.labels,
+            f.num_clients,
+            f.partition,
+            f.alpha,
+            f.classes_per_client,
+            f.test_fraction,
+            f.min_train,
+            1,
+            cfg.run.seed,
+        )
     kind, shape, feature_bytes = payload_info(cfg.model)
     spec = RunSpec(
         config=cfg,
@@ -199,8 +214,7 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
 
     from miet_fed.federation.actor import start_actor
     from miet_fed.federation.client_app import app as client_app
-    from miet_fed.federation.server_app import SPEC_ENV
-    from miet_fed.federation.server_app import app as server_app
+    from miet_fed.federation.server_app import make_server_app
 
     cfg = prep.spec.config
     timings: dict[str, float] = {}
@@ -221,11 +235,10 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
         t1 = time.perf_counter()
         timings["features_computed"] = ray.get(actor.ensure.remote(prep.used_ids))
         timings["extract_seconds"] = time.perf_counter() - t1
-        os.environ[SPEC_ENV] = spec_path
         timings["startup_seconds"] = time.perf_counter() - t0
         t2 = time.perf_counter()
         run_simulation(
-            server_app=server_app,
+            server_app=make_server_app(spec_path),
             client_app=client_app,
             num_supernodes=prep.spec.num_nodes,
             backend_config={
@@ -241,7 +254,6 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
         )
         timings["simulation_seconds"] = time.perf_counter() - t2
     finally:
-        os.environ.pop(SPEC_ENV, None)
         if ray.is_initialized():
             ray.shutdown()
     return timings

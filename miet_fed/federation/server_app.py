@@ -46,10 +46,7 @@ from miet_fed.federation.sharing import extract, record_nbytes, record_to_state
 from miet_fed.federation.spec import RunSpec, load_spec
 from miet_fed.federation.strategies import FedStrategy, get_strategy
 
-SPEC_ENV = "MIET_FED_RUN_SPEC"
 KILL_ACTOR_ENV = "MIET_FED_KILL_ACTOR_AFTER_ROUND"  # fault injection for tests
-
-app = ServerApp()
 
 
 class Recorder:
@@ -99,6 +96,9 @@ class Recorder:
             f.writelines(json.dumps(row) + "\n" for row in rows)
         self._round[phase] = (float(np.mean(accs)) if accs else float("nan"), len(accs))
         return rows
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
 
     def end_round(self, server_round: int, global_acc: float | None) -> None:
         if server_round == 0 or not self.progress:
@@ -264,6 +264,7 @@ def run_server(grid: Grid, spec_path: str) -> None:
             "round": server_round,
             "phase": "server",
             "params_bytes": record_nbytes(arrays),
+            "elapsed_seconds": recorder.elapsed(),  # since the server started: s/round
         }
         global_acc = None
         if x_test is not None:
@@ -313,12 +314,13 @@ def run_server(grid: Grid, spec_path: str) -> None:
     (Path(spec.sink) / "backbone_stats.json").write_text(json.dumps(stats))
 
 
-@app.main()
-def main(grid: Grid, context: Context) -> None:
-    spec_path = os.environ.get(SPEC_ENV)
-    if spec_path:
-        run_server(grid, spec_path)
-        return
-    from miet_fed.federation.runner import run_from_flwr
+def make_server_app(spec_path: str) -> ServerApp:
+    """The ServerApp of one prepared run (`miet-fed simulate`, the benchmarks); `flwr run .`
+    uses `miet_fed.federation.flwr_app`, which prepares the run itself first."""
+    server = ServerApp()
 
-    run_from_flwr(grid, context)
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_server(grid, spec_path)
+
+    return server

@@ -1,0 +1,137 @@
+"""`cohorts`: a round costs its work, not its device count (cohort nodes, stacked training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmarks import (
+    GIB,
+    REAL,
+    Report,
+    median,
+    prefill,
+    ratio,
+    sim_config,
+    sim_pairs,
+    simulate_cli,
+)
+
+DESCRIPTION = (
+    "`miet-fed simulate` on DINOv2 ViT-S/14 features (112 px, Gather* k=12, fp32; cached "
+    "beforehand), FedAvg, LAE, every sampled device training 1 local epoch (batch 16), default "
+    "packing (as many cohort nodes as client workers). (a) split overhead: one animal-mnist pool "
+    "split IID among few devices vs among many (the same images, the same work): s/round ratio. "
+    "(c) a population of registered devices holding 8 images each drawn from the pool "
+    "(fed.device_images), a sample training per round: s/round and peak memory of the process "
+    "tree. s/round is the median of rounds 2..R from rounds.csv (`elapsed_seconds`, the server's "
+    "own clock at the end of each round)."
+)
+
+SIZES = {
+    "quick": {"pool": 1000, "split": (10, 100), "population": [(1000, 100)], "rounds": 3},
+    "default": {
+        "pool": 5000,
+        "split": (10, 1000),
+        "population": [(10_000, 1000), (100_000, 1000)],
+        "rounds": 4,
+    },
+    "large": {
+        "pool": 5000,
+        "split": (10, 1000),
+        "population": [(10_000, 1000), (100_000, 1000)],
+        "rounds": 6,
+    },
+}
+MEMORY_LIMIT_GIB = 6.0
+N_TEST = 500
+
+
+def _pairs(pool: int, devices: int, sampled: int, rounds: int, per_device: int = 0) -> list[str]:
+    return sim_pairs(
+        REAL,
+        data__dataset="animal-mnist",
+        data__n_train=pool,
+        data__n_test=N_TEST,
+        fed__num_clients=devices,
+        fed__clients_per_round=0 if sampled >= devices else sampled,
+        fed__rounds=rounds,
+        fed__partition="iid",
+        fed__strategy="fedavg",
+        fed__device_images=per_device,
+        fed__min_train=1,
+        train__epochs=1,
+        run__seed=0,
+        run__checkpoint="false",
+    )
+
+
+def round_seconds(out: Path) -> list[float]:
+    """Durations of rounds 2..R from the run's own rounds.csv."""
+    rounds = pd.read_csv(out / "rounds.csv").dropna(subset=["elapsed_seconds"])
+    t = rounds.sort_values("round")["elapsed_seconds"].tolist()
+    return [b - a for a, b in zip(t[1:], t[2:], strict=False)]
+
+
+def run(size: str, work: Path) -> Report:
+    s = SIZES[size]
+    rep = Report("cohorts", DESCRIPTION)
+    rep.settings = {k: v for k, v in s.items()}
+    pool, rounds = s["pool"], s["rounds"]
+    service = None
+    jobs: dict[str, list[str]] = {}
+    few, many = s["split"]
+    for n in (few, many):
+        jobs[f"split-{n}"] = _pairs(pool, n, n, rounds)
+    for registered, sampled in s["population"]:
+        jobs[f"pop-{registered}"] = _pairs(pool, registered, sampled, rounds, per_device=8)
+    figures: dict[str, Any] = {}
+    for name, pairs in jobs.items():
+        _, service, _, _ = prefill(sim_config(pairs), work, service)
+        sim = simulate_cli(pairs, work / name, timeout=3600)
+        per_round = round_seconds(sim.out)
+        figures[name] = {
+            "round_seconds": median(per_round),
+            "round_seconds_all": per_round,
+            "command_seconds": sim.wall,
+            "peak_rss_bytes": sim.peak_rss,
+            "peak_pss_bytes": sim.peak_pss,
+            "peak_processes": sim.peak_procs,
+            "devices_trained_per_round": sim.summary.get("clients_per_round"),
+            "failures": sim.summary.get("failures"),
+            "ledger_equals_model": sim.summary.get("ledger_equals_model"),
+        }
+        rep.rows.append(
+            {
+                "job": name,
+                "devices": sim.summary.get("num_clients"),
+                "trained/round": sim.summary.get("clients_per_round"),
+                "s/round": median(per_round),
+                "command s": sim.wall,
+                "peak RSS GiB": sim.peak_rss / GIB,
+                "peak PSS GiB": sim.peak_pss / GIB,
+                "processes": sim.peak_procs,
+                "ledger = model": sim.summary.get("ledger_equals_model"),
+            }
+        )
+    rep.figures = figures
+    q = ratio(figures[f"split-{many}"]["round_seconds"], figures[f"split-{few}"]["round_seconds"])
+    rep.check(f"s/round, {pool} images among {many} vs {few} devices", q, "<= 1.3", q and q <= 1.3)
+    for registered, _ in s["population"]:
+        f = figures[f"pop-{registered}"]
+        gib = f["peak_pss_bytes"] / GIB
+        rep.check(
+            f"peak PSS (GiB), {registered:,} registered",
+            gib,
+            f"< {MEMORY_LIMIT_GIB:g}",
+            gib < MEMORY_LIMIT_GIB,
+        )
+        rep.check(f"s/round, {registered:,} registered", f["round_seconds"], "(reported)", None)
+    rep.notes += [
+        "Round 1 (Ray workers starting, first payload fetch per node) is excluded from s/round.",
+        "PSS shares pages mapped by several processes (torch's libraries, Ray's object store) "
+        "out among them: the tree's actual footprint; RSS counts them once per process.",
+    ]
+    return rep
