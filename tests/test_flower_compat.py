@@ -1,0 +1,110 @@
+"""What we rely on inside Flower's strategies, driven through their real objects: a Flower
+upgrade that changes it fails here, not in the middle of a long run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+
+from miet_fed.config import FedConfig
+from miet_fed.federation.flower_compat import NodesView, per_node, restore_state, strategy_state
+from miet_fed.federation.strategies import STRATEGIES, get_strategy
+
+
+@pytest.fixture(autouse=True)
+def _run_context():
+    """Flower stamps every Message with the run it belongs to (set by its runtime)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    before = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = before
+
+
+class _Grid:
+    """Only what Flower's sampling reads: the node ids."""
+
+    def get_node_ids(self) -> list[int]:
+        return [11, 22, 33, 44]
+
+
+def _flower(name: str):
+    s = get_strategy(name)
+    return s.flower_cls(
+        fraction_train=1.0,
+        fraction_evaluate=1.0,
+        min_train_nodes=1,
+        min_evaluate_nodes=1,
+        min_available_nodes=1,
+        **s.flower_kwargs(FedConfig()),
+    )
+
+
+def _arrays(value: float) -> ArrayRecord:
+    return ArrayRecord({"w": Array(np.full(3, value, np.float32))})
+
+
+def _reply(node: int, value: float, weight: int) -> Message:
+    content = RecordDict(
+        {"arrays": _arrays(value), "metrics": MetricRecord({"num-examples": weight})}
+    )
+    return Message(content, dst_node_id=node, message_type=MessageType.TRAIN)
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_every_strategy_addresses_only_the_nodes_it_is_shown(name):
+    flower = _flower(name)
+    plan = {22: {"devices": [3, 5]}, 44: {"devices": [9]}}
+    view = NodesView(_Grid(), sorted(plan))
+    for phase in ("train", "evaluate"):
+        configure = getattr(flower, f"configure_{phase}")
+        messages = per_node(
+            configure(1, _arrays(0.0), ConfigRecord({"spec": "s"}), view),
+            plan,
+            flower.configrecord_key,
+            phase,
+        )
+        got = {m.metadata.dst_node_id: m.content[flower.configrecord_key] for m in messages}
+        assert sorted(got) == [22, 44]
+        assert list(got[22]["devices"]) == [3, 5] and list(got[44]["devices"]) == [9]
+        assert got[22]["spec"] == "s" and got[22]["server-round"] == 1
+        assert all("arrays" in m.content for m in messages)
+
+
+def test_per_node_fails_loudly_when_a_node_is_left_out():
+    flower = _flower("fedavg")
+    messages = flower.configure_train(1, _arrays(0.0), ConfigRecord({}), NodesView(_Grid(), [22]))
+    with pytest.raises(RuntimeError, match="API"):
+        per_node(messages, {22: {}, 44: {}}, flower.configrecord_key, "configure_train")
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_declared_server_state_exists_and_round_trips(name):
+    """Each strategy's declared round-to-round state is real Flower state after a round."""
+    flower = _flower(name)
+    flower.configure_train(1, _arrays(0.0), ConfigRecord({}), NodesView(_Grid(), [11, 22]))
+    arrays, _ = flower.aggregate_train(1, [_reply(11, 1.0, 1), _reply(22, 4.0, 3)])
+    names = get_strategy(name).server_state
+    state = strategy_state(flower, names)
+    if get_strategy(name).flower_cls.__name__ == "FedAvg":
+        # weighted mean of cohort means == mean over devices: (1*1 + 3*4) / 4
+        np.testing.assert_allclose(arrays["w"].numpy(), np.full(3, 3.25))
+    assert set(state) == set(names)  # every declared attribute holds state after a round
+    fresh = _flower(name)
+    restore_state(fresh, state)
+    assert all(getattr(fresh, k) is state[k] for k in state)
+
+
+def test_a_renamed_attribute_is_an_error():
+    with pytest.raises(RuntimeError, match="no attribute 'm_t_renamed'"):
+        strategy_state(_flower("fedadam"), ["m_t_renamed"])
