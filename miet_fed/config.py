@@ -70,8 +70,17 @@ class EdgeConfig:
     blocks: int = _h(2, "low-rank attention blocks of lae")
     heads: int = _h(4, "attention heads (rank must be divisible by heads)")
     pool: str = _h("cls+mean", "token pooling before the head: cls, mean, cls+mean")
+    device: str = _h(
+        "cpu",
+        "simulate: where a node trains its cohort: cpu, auto, cuda[:N] (a GPU trains a whole "
+        "cohort at once; give client workers GPUs with fed.gpus_per_client)",
+    )
 
     def __post_init__(self) -> None:
+        _require(
+            self.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
+            f"edge.device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
         _require(self.rank >= 1, f"edge.rank must be >= 1, got {self.rank}")
         _require(self.blocks >= 0, f"edge.blocks must be >= 0, got {self.blocks}")
         _require(self.heads >= 1, f"edge.heads must be >= 1, got {self.heads}")
@@ -121,6 +130,7 @@ class RunConfig:
         _require(
             self.backbone_gpus >= 0, f"run.backbone_gpus must be >= 0, got {self.backbone_gpus}"
         )
+        _require(0 <= self.seed < 2**32, f"run.seed must be in 0..2**32-1, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,9 @@ class FedConfig:
     server_lr: float = _h(0.01, "FedAdam server learning rate")
     server_momentum: float = _h(0.9, "FedAvgM server momentum")
     cpus_per_client: float = _h(1.0, "Ray CPUs per client worker (1 = two nodes at once here)")
+    gpus_per_client: float = _h(
+        0.0, "Ray GPUs per client worker (with edge.device=auto or cuda: cohorts train on a GPU)"
+    )
     devices_per_node: int = _h(
         0,
         "devices per Flower node, trained as one cohort (0 = as many nodes as client workers; "
@@ -183,6 +196,7 @@ class FedConfig:
             _require(getattr(self, name) >= 0, f"fed.{name} must be >= 0")
         _require(self.head_epochs >= 0 and self.finetune_epochs >= 0, "fed epochs must be >= 0")
         _require(self.cpus_per_client > 0, "fed.cpus_per_client must be > 0")
+        _require(self.gpus_per_client >= 0, "fed.gpus_per_client must be >= 0")
         _require(
             self.devices_per_node >= 0,
             f"fed.devices_per_node must be >= 0 (0 = automatic), got {self.devices_per_node}",
@@ -232,6 +246,15 @@ def _sections(cls: type) -> dict[str, type]:
 
 
 def _coerce(where: str, value: Any, typ: type, from_cli: bool) -> Any:
+    """The value as `typ`; floats must be finite (nan and inf pass every `> 0` check and then
+    poison a run: a learning rate of inf trains to NaN)."""
+    result = _coerce_type(where, value, typ, from_cli)
+    if isinstance(result, float) and not abs(result) < float("inf"):  # nan, inf, -inf
+        raise MietError(f"{where} must be a finite number, got {value!r}")
+    return result
+
+
+def _coerce_type(where: str, value: Any, typ: type, from_cli: bool) -> Any:
     if from_cli and isinstance(value, str):
         if typ is bool:
             low = value.lower()
@@ -306,10 +329,16 @@ def read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MietError(f"config file not found: {path}")
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        text = path.read_bytes().decode("utf-8-sig")  # editors may add a byte-order mark
+        return tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        raise MietError(
+            f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 (TOML requires it)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise MietError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise MietError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def check_contained(out: str, source: Path | None) -> None:
@@ -413,6 +442,8 @@ ALLOWED: dict[str, str] = {
     "fed.cpus_per_client": "> 0",
     "fed.devices_per_node": ">= 0 (0 = automatic)",
     "fed.stack": ">= 0 (0 = automatic)",
+    "fed.gpus_per_client": ">= 0",
+    "edge.device": "cpu, auto, cuda, cuda:N",
     "fed.device_images": ">= 0 (0 = split the pool)",
     "link.up_mbps": "> 0",
     "link.down_mbps": "> 0",

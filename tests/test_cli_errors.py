@@ -61,11 +61,22 @@ SIMULATE_CASES = {
     ),
     "bad link": (["--set", "link.up_mbps=0"], "link bandwidths must be > 0"),
     "negative backbone GPUs": (["--set", "run.backbone_gpus=-1"], "run.backbone_gpus must be >= 0"),
+    "edge GPU without worker GPUs": (["--set", "edge.device=cuda"], "fed.gpus_per_client"),
+    "unknown edge device": (["--set", "edge.device=tpu"], "edge.device must be auto, cpu"),
+    "negative devices per node": (["--set", "fed.devices_per_node=-1"], "fed.devices_per_node"),
+    "device images too few": (
+        [*TINY, "--set", "fed.device_images=1", "--set", "fed.num_clients=5000"],
+        "fed.device_images=1 leaves 0 training images",
+    ),
 }
 if not torch.cuda.is_available():
     SIMULATE_CASES["backbone GPU the cluster lacks"] = (
         [*TINY, "--set", "run.backbone_gpus=1", "--set", "fed.rounds=1"],
         "the Ray cluster has 0 GPU(s)",
+    )
+    SIMULATE_CASES["worker GPUs the cluster lacks"] = (
+        [*TINY, "--set", "fed.gpus_per_client=1", "--set", "edge.device=cuda"],
+        "fed.gpus_per_client=1 but the Ray cluster has 0 GPU(s)",
     )
 
 

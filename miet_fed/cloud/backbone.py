@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from miet_fed._compat import import_timm
 from miet_fed.cloud.gather import Gather
 from miet_fed.errors import MietError
+from miet_fed.torch_device import resolve_device
 
 DEFAULT_MODEL = "vit_small_patch14_dinov2"
 #: `weights` values that are not paths.
@@ -152,28 +153,14 @@ class CloudBackbone:
         return gather(self.token_maps(x, k)).cpu()
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto': a GPU when torch sees one (Ray sets CUDA_VISIBLE_DEVICES for an actor that asked
-    for GPUs), else the CPU. Asking for CUDA where there is none is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= count:
-            raise MietError(
-                f"model.device={name!r} but torch sees {count} GPU(s) (a CPU-only torch build, "
-                "or no GPU here); use model.device=auto or cpu"
-            )
-    return device
-
-
 def build_backbone(model: str, weights: str, img_size: int, device: str = "cpu") -> CloudBackbone:
     if img_size < 16:
         raise MietError(f"img_size={img_size} is too small; use at least the patch size (e.g. 112)")
     dev = resolve_device(device)
     path, digest = resolve_weights(model, weights)
-    net = create_vit(model, img_size, path).to(dev)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # 'random' weights are one fixed init: the cache key says "random"
+        net = create_vit(model, img_size, path).to(dev)
     if dev.type == "cuda":  # full fp32 convolutions too, so GPU features match CPU ones closely
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -184,8 +171,13 @@ def describe_vit(model: str, img_size: int) -> dict[str, int]:
     """Shape facts of a timm ViT built on the meta device: no weights, no memory, no network."""
     timm = import_timm()
     check_model_name(model)
-    with torch.device("meta"):
-        net = timm.create_model(model, pretrained=False, num_classes=0, img_size=img_size)
+    try:
+        with torch.device("meta"):
+            net = timm.create_model(model, pretrained=False, num_classes=0, img_size=img_size)
+    except TypeError:  # a CNN or other family: no img_size, no blocks
+        raise MietError(
+            f"'{model}' is not a timm VisionTransformer; choose a vit_* model"
+        ) from None
     if not hasattr(net, "blocks"):
         raise MietError(f"'{model}' is not a timm VisionTransformer; choose a vit_* model")
     return {

@@ -24,8 +24,10 @@ State = dict[str, torch.Tensor]
 NET = "net"
 PARTS = ("all", "body", "head")
 #: Decoded payload bytes one stacked step may hold (devices x batch x payload), so memory stays
-#: bounded whatever the cohort size; on CPU a few devices per step is also the fastest (cache).
+#: bounded whatever the cohort size; on CPU a few devices per step is also the fastest (cache),
+#: on a GPU as many as fit.
 STACK_BYTES = 64 << 20
+GPU_STACK_BYTES = 2 << 30
 CPU_STACK_SAMPLES = 64
 
 
@@ -53,6 +55,7 @@ class Cohort:
     fed: object  # FedConfig: the strategies' own knobs
     engine: str = "stacked"  # "stacked" or "loop" (the reference path)
     stack: int = 0  # devices per stacked step (0: automatic)
+    device: str = "cpu"  # where stacked steps run (a GPU takes a whole cohort per step)
 
     def __post_init__(self) -> None:
         if self.engine == "stacked" and not stacked.stackable(self.net):
@@ -104,7 +107,7 @@ class Cohort:
         for chunk in self._chunks([len(d.y_train) for d in self.data], optim.batch_size):
             new, res = stacked.fit_stacked(
                 self.net,
-                stacked.stack([states[i] for i in chunk]),
+                stacked.stack([states[i] for i in chunk], self.device),
                 [self.data[i].x_train for i in chunk],
                 [self.data[i].y_train for i in chunk],
                 optim,
@@ -135,7 +138,7 @@ class Cohort:
         for chunk in self._chunks([len(d.y_test) for d in self.data], 256):
             res = stacked.evaluate_stacked(
                 self.net,
-                stacked.stack([states[i] for i in chunk]),
+                stacked.stack([states[i] for i in chunk], self.device),
                 [self.data[i].x_test for i in chunk],
                 [self.data[i].y_test for i in chunk],
             )
@@ -164,8 +167,11 @@ class Cohort:
         if not order:
             return []
         width = max(1, min(batch, max(sizes)))
-        by_bytes = max(1, STACK_BYTES // max(1, self._sample_bytes() * width))
-        n = self.stack or max(1, CPU_STACK_SAMPLES // width)
+        budget = STACK_BYTES if self.device == "cpu" else GPU_STACK_BYTES
+        by_bytes = max(1, budget // max(1, self._sample_bytes() * width))
+        n = self.stack or (
+            len(order) if self.device != "cpu" else max(1, CPU_STACK_SAMPLES // width)
+        )
         n = min(n, by_bytes)
         return [order[i : i + n] for i in range(0, len(order), n)]
 

@@ -55,12 +55,13 @@ def s_low_rank_attention(x: torch.Tensor, p: State, prefix: str, heads: int) -> 
 # --- stacking states --------------------------------------------------------------------------
 
 
-def stack(states: Sequence[State]) -> State:
-    return {k: torch.stack([s[k] for s in states]) for k in states[0]}
+def stack(states: Sequence[State], device: torch.device | str = "cpu") -> State:
+    return {k: torch.stack([s[k] for s in states]).to(device) for k in states[0]}
 
 
 def unstack(state: State, n: int) -> list[State]:
-    return [{k: v[i].clone() for k, v in state.items()} for i in range(n)]
+    """Per-device states, back on the CPU (where the device store keeps them)."""
+    return [{k: v[i].to("cpu", copy=True) for k, v in state.items()} for i in range(n)]
 
 
 def stackable(net: nn.Module) -> bool:
@@ -107,7 +108,7 @@ class StackedAdamW:
         self.lr = lr  # [C]: per-device learning rate (a schedule may change it per step)
         self.m = {k: torch.zeros_like(v) for k, v in params.items()}
         self.v = {k: torch.zeros_like(v) for k, v in params.items()}
-        self.steps = torch.zeros(len(lr))
+        self.steps = torch.zeros(len(lr), device=lr.device)
 
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
@@ -148,16 +149,19 @@ def fit_stacked(
     sizes = [len(y) for y in labels]
     if min(sizes) == 0:
         raise ValueError("fit: a device has no training samples")
+    dev = next(iter(state.values())).device
     keys = list(train_keys) if train_keys is not None else list(state)
     trainable = {k: state[k].detach().clone().requires_grad_(True) for k in keys}
     frozen = {k: v.detach() for k, v in state.items() if k not in trainable}
     n_batches = [math.ceil(n / optim.batch_size) for n in sizes]
-    total_steps = torch.tensor([optim.epochs * nb for nb in n_batches], dtype=torch.float32)
-    lr0 = torch.full((c,), float(optim.lr))
+    total_steps = torch.tensor(
+        [optim.epochs * nb for nb in n_batches], dtype=torch.float32, device=dev
+    )
+    lr0 = torch.full((c,), float(optim.lr), device=dev)
     opt = StackedAdamW(trainable, lr0.clone(), optim.weight_decay)
     ref = None
     if prox is not None and prox[1] > 0:
-        ref = {k: v.detach() for k, v in prox[0].items() if k in state}
+        ref = {k: v.detach().to(dev) for k, v in prox[0].items() if k in state}
     width = min(optim.batch_size, max(sizes))
     last = [(math.nan, math.nan)] * c
     for _ in range(optim.epochs):
@@ -166,11 +170,11 @@ def fit_stacked(
             torch.randperm(n, generator=g).split(optim.batch_size)
             for n, g in zip(sizes, generators, strict=True)
         ]
-        loss_sum, correct, seen = torch.zeros(c), torch.zeros(c), torch.zeros(c)
+        loss_sum, correct, seen = (torch.zeros(c, device=dev) for _ in range(3))
         for s in range(max(n_batches)):
             idx = [o[s] if s < len(o) else None for o in orders]
-            x, mask = _gather(parts, idx, width)
-            y = _pad_labels(labels, idx, width)
+            x, mask = (t.to(dev) for t in _gather(parts, idx, width))
+            y = _pad_labels(labels, idx, width).to(dev)
             active = mask.sum(1) > 0
             params = {**frozen, **trainable}
             logits = net.forward_stacked(params, x)
@@ -206,14 +210,15 @@ def evaluate_stacked(
     """`train.evaluate` for C devices at once: each device's (mean loss, accuracy)."""
     c = len(labels)
     sizes = [len(y) for y in labels]
-    loss_sum, correct = torch.zeros(c), torch.zeros(c)
+    dev = next(iter(state.values())).device
+    loss_sum, correct = torch.zeros(c, device=dev), torch.zeros(c, device=dev)
     for start in range(0, max(sizes, default=0), batch_size):
         idx = [
             torch.arange(start, min(n, start + batch_size)) if n > start else None for n in sizes
         ]
         width = max(len(i) for i in idx if i is not None)
-        x, mask = _gather(parts, idx, width)
-        y = _pad_labels(labels, idx, width)
+        x, mask = (t.to(dev) for t in _gather(parts, idx, width))
+        y = _pad_labels(labels, idx, width).to(dev)
         logits = net.forward_stacked(state, x)
         ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(c, -1)
         loss_sum += (ce * mask).sum(1)

@@ -47,6 +47,7 @@ CLIENTS = "devices"  # the device store (miet_fed.federation.device_store) lives
 RUNTIME_ONLY = {
     "run": {"progress", "ray_address", "out", "backbone_gpus"},
     "model": {"device", "batch_size"},
+    "edge": {"device"},
 }
 
 
@@ -83,10 +84,13 @@ def open_checkpoint(out: Path, cfg: SimulateConfig) -> tuple[str, int]:
     path = checkpoint_dir(Path(out)).absolute()
     saved = path / "config.json"
     try:
-        if path.exists() and (not saved.exists() or saved.read_text() != _signature(cfg)):
+        if path.is_dir() and (not saved.exists() or saved.read_text() != _signature(cfg)):
             print(f"miet-fed: discarding a checkpoint of other settings: {path}", file=sys.stderr)
             shutil.rmtree(path, ignore_errors=True)
-        problem = _damage(path) if path.exists() else ""
+        if path.exists() and not path.is_dir():
+            problem = "not a folder"
+        else:
+            problem = _damage(path) if path.exists() else ""
         if problem:
             _set_aside(path, problem)
         path.mkdir(parents=True, exist_ok=True)

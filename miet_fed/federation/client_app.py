@@ -41,6 +41,7 @@ from miet_fed.federation.sharing import (
 )
 from miet_fed.federation.spec import RunSpec, load_spec
 from miet_fed.federation.strategies import FedStrategy, get_strategy
+from miet_fed.torch_device import resolve_device
 
 ROWS = "rows"  # the reply's ConfigRecord holding one JSON row per device
 
@@ -168,6 +169,7 @@ class NodeCall:
             fed=cfg.fed,
             engine="loop" if cfg.fed.devices_per_node == 1 else "stacked",
             stack=cfg.fed.stack,
+            device=str(resolve_device(cfg.edge.device, "edge.device")),
         )
 
     def device_rows(self, cohort: Cohort, values: list[dict[str, Any]]) -> None:

@@ -139,6 +139,12 @@ def _init_ray(cfg: Any) -> None:
                 "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN)"
             ) from None
         return
+    need, have = cfg.fed.cpus_per_client, os.cpu_count() or 1
+    if need > have:  # Flower would stop with "ActorPool is empty" and a traceback
+        raise MietError(
+            f"fed.cpus_per_client={need:g} but this machine has {have} CPU(s); use "
+            f"fed.cpus_per_client <= {have}, or a Ray cluster (--ray-address) with bigger nodes"
+        )
     for name, value in local_ray_env().items():
         _SET_HERE.setdefault(name, os.environ.get(name))
         os.environ[name] = value

@@ -64,6 +64,11 @@ def check_names(cfg: SimulateConfig) -> None:
     check_pair(cfg.edge.name, get_gather(cfg.model.gather).kind)
     check_dtype(cfg.model.dtype)
     get_strategy(cfg.fed.strategy)
+    if cfg.edge.device.startswith("cuda") and not cfg.fed.gpus_per_client:
+        raise MietError(
+            f"edge.device={cfg.edge.device} trains cohorts on a GPU but client workers get none: "
+            "set fed.gpus_per_client (0.5: two workers share one GPU) or edge.device=cpu"
+        )
 
 
 @dataclass
@@ -172,6 +177,13 @@ def _check_gpus(cfg: SimulateConfig) -> None:
             "run.backbone_gpus=0 (the backbone then runs where it lands, on CPU without a GPU) "
             "or add a GPU node"
         )
+    want = cfg.fed.gpus_per_client
+    have = float(ray.cluster_resources().get("GPU", 0)) if want else 0.0
+    if want > have:
+        raise MietError(
+            f"fed.gpus_per_client={want:g} but the Ray cluster has {have:g} GPU(s); set "
+            "fed.gpus_per_client=0 (cohorts then train on CPU) or add a GPU node"
+        )
 
 
 def _resumable(prep: Prepared) -> Prepared:
@@ -244,7 +256,7 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
             backend_config={
                 "client_resources": {
                     "num_cpus": cfg.fed.cpus_per_client,
-                    "num_gpus": 0.0,
+                    "num_gpus": cfg.fed.gpus_per_client,
                     # Flower hands a dead ClientApp actor back to its pool, so without a
                     # restart every later message to it fails too; Ray restarts the process
                     # (the message it was running is still recorded as one failure).
