@@ -27,7 +27,6 @@ from miet_fed.federation.runner import run_from_flwr
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TINY = "model.name=vit_tiny_patch16_224,model.weights=random,model.img_size=32"
 
 
 class _Grid:
@@ -38,13 +37,33 @@ class _Grid:
         return list(range(100, 100 + self.n))
 
 
-def _context(overrides: str, config: str = "configs/simulate.toml") -> SimpleNamespace:
-    return SimpleNamespace(run_config={"config": config, "overrides": overrides})
+def _context(**keys: object) -> SimpleNamespace:
+    """Flower's run config: the pyproject tables, flattened, with `keys` on top."""
+    from miet_fed.federation.flwr_app import app_config_tables
+
+    flat = {f"{s}.{k}": v for s, values in app_config_tables().items() for k, v in values.items()}
+    return SimpleNamespace(run_config={**flat, **keys})
 
 
-def test_missing_config_file_is_an_error():
-    with pytest.raises(MietError, match="config file not found: configs/nope.toml"):
-        run_from_flwr(_Grid(2), _context("", config="configs/nope.toml"))
+def test_pyproject_app_config_is_the_simulate_config():
+    """The Flower-native tables in pyproject.toml equal configs/simulate.toml's settings;
+    regenerate them with `python -m miet_fed.federation.flwr_app` when this fails."""
+    import tomllib
+
+    from miet_fed.federation.flwr_app import app_config_tables
+
+    app = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert app["config"] == app_config_tables()
+
+
+def test_bad_run_config_is_a_clear_error():
+    with pytest.raises(MietError, match="fed.rounds must be >= 1"):
+        run_from_flwr(_Grid(2), _context(**{"fed.rounds": 0}))
+    with pytest.raises(MietError, match="unknown key 'fed.roundz'"):
+        run_from_flwr(_Grid(2), _context(**{"fed.roundz": 3}))
+    with pytest.raises(MietError, match="is not section.key"):
+        run_from_flwr(_Grid(2), _context(overrides="fed.rounds=3"))
+    assert not Path("results").exists()
 
 
 def _free_port() -> int:
@@ -112,8 +131,9 @@ def test_flwr_run_end_to_end(tmp_path, tiny_npz):
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `flwr` starts `flower-superlink`
     )
     overrides = (
-        f"data.dataset=npz:{tiny_npz},{TINY},fed.num_clients=5,fed.rounds=2,"
-        f"data.n_train=60,data.n_test=20,run.out={out}"
+        f"data.dataset='npz:{tiny_npz}' model.name='vit_tiny_patch16_224' "
+        "model.weights='random' model.img_size=32 fed.num_clients=5 fed.rounds=2 "
+        f"data.n_train=60 data.n_test=20 run.out='{out}'"
     )
     marker = f"FLWR_HOME={home}"
     try:
@@ -125,7 +145,7 @@ def test_flwr_run_end_to_end(tmp_path, tiny_npz):
                 "--federation-config",
                 "num-supernodes=2 client-resources-num-cpus=1",
                 "--run-config",
-                f'overrides="{overrides}"',
+                overrides,  # Flower-native keys: no string tunnel
             ],
             env,
             timeout=240,

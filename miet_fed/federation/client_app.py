@@ -238,14 +238,18 @@ def train(msg: Message, context: Context) -> Message:
     arrays = shared_mean(cohort.net, cohort.slots["net"], weights, share)
     up = state_to_record(cohort.slots["net"][0], shared_keys(cohort.net, share))
     n = len(call.devices)
+    # Every device uploads the same shapes, and the protobuf/.npy size depends on shapes only.
+    same = {
+        "params_up_bytes": record_nbytes(up),
+        "params_up_wire_bytes": record_wire_bytes(up),
+        "received_digest": record_digest(call.received_record),
+    }
     values = [
         {
             "num-examples": weights[i],
             "train_loss": float(results[i][0]),
             "train_acc": float(results[i][1]),
-            "params_up_bytes": record_nbytes(up),  # each device's upload: same shapes
-            "params_up_wire_bytes": record_wire_bytes(up),
-            "received_digest": record_digest(call.received_record),
+            **same,
             "state_saved": int(saved[i]),
             "setup_seconds": (t_setup - call.t0) / n,
             "update_seconds": (t_update - t_setup) / n,

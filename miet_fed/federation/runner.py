@@ -79,6 +79,19 @@ class Prepared:
     fingerprint: str = ""  # the dataset's content id
 
 
+def nested_config(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flower's flattened run config ("fed.rounds": 3) -> config sections."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        if "." not in key:
+            raise MietError(
+                f"run config key '{key}' is not section.key; use e.g. --run-config 'fed.rounds=3'"
+            )
+        section, name = key.split(".", 1)
+        out.setdefault(section, {})[name] = value
+    return out
+
+
 def client_workers(cfg: SimulateConfig) -> int:
     """Client workers Flower can run at once: the CPUs of this machine, or of the Ray cluster
     the run joins, over fed.cpus_per_client."""
@@ -272,36 +285,19 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
 
 
 def run_from_flwr(grid: Any, context: Any) -> None:
-    """`flwr run .`: the ServerApp prepares the run itself from pyproject's app config.
+    """`flwr run .`: the ServerApp prepares the run itself from the app config.
 
-    `context.run_config` holds `config` (a TOML path; relative paths resolve against the app's
-    root, i.e. the folder holding `miet_fed/` and `configs/`, which under `flwr run` is Flower's
-    installed copy of the app, then against the working directory; "" means built-in defaults)
-    and `overrides` ("section.key=value" pairs separated by commas). The federation's SuperNodes
-    must number exactly `fed.num_clients`: Flower picks that count (`--federation-config
-    num-supernodes=N`), not this config, so a mismatch stops the run before any work is done.
-    A relative `run.out` (and the default `results/<name>`) resolves against the ServerApp
-    process's working directory: the folder the local SuperLink was started from.
+    `context.run_config` is the whole SimulateConfig as Flower's native flattened keys
+    (`fed.rounds`, ...): pyproject's `[tool.flwr.app.config.<section>]` tables (the defaults of
+    `configs/simulate.toml`, generated and tested) with `--run-config "fed.rounds=3"` or
+    `--run-config my.toml` on top. The devices (`fed.num_clients`) are packed onto however many
+    SuperNodes the federation has. A relative `run.out` (and the default `results/<name>`)
+    resolves against the ServerApp process's working directory: the folder the local SuperLink
+    was started from.
     """
-    import miet_fed
-    from miet_fed.config import load_config, parse_overrides
+    from miet_fed.config import build_config
     from miet_fed.federation.actor import feature_source
     from miet_fed.federation.server_app import run_server
-
-    def config_path(text: str) -> Path | None:
-        if not text:
-            return None
-        path = Path(text).expanduser()
-        if path.is_absolute():
-            return path
-        app_root = Path(miet_fed.__file__).resolve().parent.parent
-        for base in (app_root, Path.cwd()):
-            if (base / path).is_file():
-                return base / path
-        raise MietError(
-            f"config file not found: {text} (looked in {app_root} and {Path.cwd()}); "
-            "pass an absolute path with --run-config 'config=\"/path/to/file.toml\"'"
-        )
 
     def count_nodes(settle: float = 1.0, timeout: float = 60.0) -> int:
         """Node count once it has stopped changing: SuperNodes register while we start."""
@@ -315,10 +311,7 @@ def run_from_flwr(grid: Any, context: Any) -> None:
                 return n
             time.sleep(0.1)
 
-    rc = context.run_config
-    pairs = [p.strip() for p in str(rc.get("overrides", "")).split(",") if p.strip()]
-    path = config_path(str(rc.get("config", "configs/simulate.toml")).strip())
-    cfg = load_config(SimulateConfig, path, parse_overrides(pairs))
+    cfg = build_config(SimulateConfig, nested_config(dict(context.run_config)), "--run-config")
     check_names(cfg)
     n_nodes = count_nodes()  # the federation's SuperNodes: devices are packed onto them
     t0 = time.perf_counter()
