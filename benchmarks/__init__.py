@@ -60,12 +60,15 @@ def apply_threads() -> int:
 
 
 def child_env() -> dict[str, str]:
-    """Environment for benchmark subprocesses: this package importable from any cwd."""
+    """Environment for benchmark subprocesses: this package importable from any cwd, and Ray's
+    workers at the same niceness as the serial loops they are compared with (Ray's default of
+    15 only matters on a busy machine, where it would hand their CPU to anything else)."""
     path = os.environ.get("PYTHONPATH", "")
     return {
         **os.environ,
         "PYTHONPATH": str(REPO_ROOT) + (os.pathsep + path if path else ""),
         "PYTHONUNBUFFERED": "1",
+        "RAY_worker_niceness": "0",
     }
 
 

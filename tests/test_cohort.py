@@ -261,3 +261,30 @@ def test_one_failing_device_in_a_cohort_is_one_failure(tmp_path, capsys, monkeyp
     clients = pd.read_csv("results/f/clients.csv")
     assert len(clients[(clients["round"] == 1) & clients["train_loss"].notna()]) == 5
     assert len(clients[(clients["round"] == 2) & clients["train_loss"].notna()]) == 6
+
+
+# --- populations larger than the pool -----------------------------------------------------------
+
+
+def test_population_gives_each_device_its_own_images():
+    from miet_fed.errors import MietError
+    from miet_fed.federation.population import sample_population
+
+    labels = np.arange(1000) % 10
+    pool = np.arange(0, 1000, 2)  # ids of the pool (other ids are e.g. the global test set)
+    args = (pool, labels, 20_000, 8, "dirichlet", 0.1, 2, 0.2, 2, 0)
+    devices = sample_population(*args)
+    again = sample_population(*args)
+    assert len(devices) == 20_000
+    assert all(np.array_equal(a.train, b.train) for a, b in zip(devices, again, strict=True))
+    for d in devices[:500]:
+        assert len(d.test) == 1 and len(d.train) >= 2
+        assert not set(d.train) & set(d.test)  # own images are distinct
+        assert set(d.train) | set(d.test) <= set(pool.tolist())
+    # Dirichlet(0.1): most devices hold one or two classes; IID devices hold many.
+    skewed = np.mean([len(set(labels[np.concatenate([d.train, d.test])])) for d in devices[:500]])
+    iid = sample_population(pool, labels, 500, 8, "iid", 0.1, 2, 0.2, 2, 0)
+    spread = np.mean([len(set(labels[np.concatenate([d.train, d.test])])) for d in iid])
+    assert skewed < 3 < spread
+    with pytest.raises(MietError, match="fed.device_images=2 leaves 1 training"):
+        sample_population(pool, labels, 10, 2, "iid", 0.1, 2, 0.2, 2, 0)

@@ -191,13 +191,14 @@ def test_client_failure_is_reported_and_fails_the_run(tmp_path, monkeypatch, cap
 
 
 def test_killed_worker_process_is_one_failure_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
-    """SIGKILL the Ray worker running client 2 in round 2 (as the OOM killer would): that reply
-    is one recorded failure, the worker restarts, and every later message is served again."""
+    """SIGKILL the Ray worker running device 2 in round 2 (as the OOM killer would): with one
+    device per node that reply is one recorded failure; in a cohort, every device of that node
+    fails that round. The worker restarts and every later message is served again."""
     from miet_fed.federation.client_app import FAULT_ENV
 
     monkeypatch.setenv(FAULT_ENV, "2:2:kill")
     args = [*_tiny_sim_args(tmp_path), "--set", "fed.rounds=3", "--set", "fed.allow_failures=true"]
-    s = _simulate(capsys, *args, "--out", "results/w")
+    s = _simulate(capsys, *args, "--set", "fed.devices_per_node=1", "--out", "results/w")
     assert s["failures"] == 1
     failures = pd.read_csv(Path("results/w/failures.csv"))
     assert failures[["round", "phase", "client"]].values.tolist() == [[2, "train", 2]]
@@ -205,6 +206,13 @@ def test_killed_worker_process_is_one_failure_and_the_run_goes_on(tmp_path, monk
     rounds = rounds[rounds["round"] >= 1]
     assert rounds.clients_trained.tolist() == [4, 3, 4]
     assert rounds.clients_evaluated.tolist() == [4, 4, 4]
+
+    s = _simulate(capsys, *args, "--out", "results/c")  # 4 devices on 2 cohort nodes
+    failures = pd.read_csv(Path("results/c/failures.csv"))
+    assert s["failures"] == len(failures) == 2  # device 2 and the device packed with it
+    assert set(failures["round"]) == {2} and 2 in set(failures["client"])
+    rounds = pd.read_csv(Path("results/c/rounds.csv"))
+    assert rounds[rounds["round"] >= 1].clients_trained.tolist() == [4, 2, 4]
     monkeypatch.delenv(FAULT_ENV)
     assert _simulate(capsys, *args, "--out", "results/w2")["failures"] == 0  # starts cleanly
 
