@@ -288,3 +288,16 @@ def test_population_gives_each_device_its_own_images():
     assert skewed < 3 < spread
     with pytest.raises(MietError, match="fed.device_images=2 leaves 1 training"):
         sample_population(pool, labels, 10, 2, "iid", 0.1, 2, 0.2, 2, 0)
+
+
+@pytest.mark.parametrize("name", EDGE_NETWORKS.names())
+def test_every_network_counts_its_own_parameters_for_the_cost_model(name):
+    """The ledger is checked against counts taken from the network itself (on the meta
+    device): a new network needs no formula elsewhere."""
+    from miet_fed.edge.networks import param_counts
+
+    for kind in EDGE_NETWORKS.get(name).accepts:
+        net = _net(name, kind)
+        counts = param_counts(name, kind, SHAPES[kind], 3, CFG)
+        assert counts["head"] == sum(p.numel() for p in net.head_parameters())
+        assert counts["total"] == sum(p.numel() for p in net.parameters())

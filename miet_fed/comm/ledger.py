@@ -84,18 +84,3 @@ def model_bytes(
         "feature": contacted_images * feature_bytes,
         "params": shared_params * bytes_per_param * (2 * train_replies + eval_replies),
     }
-
-
-def shared_param_count(
-    spec_config: object,
-    payload_kind: str,
-    payload_shape: tuple[int, ...],
-    num_classes: int,
-    share: str,
-) -> int:
-    """Parameters of the edge network's shared part, by formula (see `cost.edge_param_counts`)."""
-    edge = spec_config.edge  # type: ignore[attr-defined]
-    counts = cost.edge_param_counts(
-        edge.name, tuple(payload_shape), num_classes, edge.rank, edge.blocks, edge.heads, edge.pool
-    )
-    return cost.shared_params(counts, share)

@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from miet_fed.comm import cost
 from miet_fed.comm import ledger as ledger_mod
 from miet_fed.comm.link import client_links, round_seconds
+from miet_fed.edge.networks import param_counts
 from miet_fed.errors import MietError
 from miet_fed.federation.spec import RunSpec
 from miet_fed.federation.strategies import get_strategy
@@ -81,9 +83,10 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
 
     # The cost model, from the configuration and who took part.
     strategy = get_strategy(cfg.fed.strategy)
-    shared = ledger_mod.shared_param_count(
-        cfg, spec.payload_kind, spec.payload_shape, spec.num_classes, strategy.share
+    counts = param_counts(
+        cfg.edge.name, spec.payload_kind, spec.payload_shape, spec.num_classes, cfg.edge
     )
+    shared = cost.shared_params(counts, strategy.share)
     contacted = replies["client"].dropna().astype(int).unique()
     sizes = [len(spec.clients_train[c]) + len(spec.clients_test[c]) for c in contacted]
     model = ledger_mod.model_bytes(

@@ -65,6 +65,18 @@ def build_edge_network(
     return cls.build(payload_shape, num_classes, cfg)
 
 
+def param_counts(
+    name: str, payload_kind: str, payload_shape: tuple[int, ...], num_classes: int, cfg: Any
+) -> dict[str, int]:
+    """{"head", "body", "total"} parameters, counted on the network itself (built on the meta
+    device: no memory, no weights), so a new network needs no formula kept in step with it."""
+    with torch.device("meta"):
+        net = build_edge_network(name, payload_kind, payload_shape, num_classes, cfg)
+    head = sum(p.numel() for p in net.head_parameters())
+    body = sum(p.numel() for p in net.body_parameters())
+    return {"head": head, "body": body, "total": head + body}
+
+
 def check_pair(edge: str, payload_kind: str) -> None:
     """Fail early (before any backbone work) on an edge network that cannot read the payload."""
     cls = EDGE_NETWORKS.get(edge)
