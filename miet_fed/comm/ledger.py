@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from miet_fed.comm import cost
-
 #: reply field -> (direction, kind)
 FIELDS = {
     "images_up_bytes": ("up", "image"),
