@@ -45,7 +45,19 @@ def slug(*parts: Any) -> str:
 
 
 def run_path(out: str, default_name: str) -> Path:
-    return Path(out).expanduser() if out else RESULTS_ROOT / default_name
+    """The run's folder: `out` if given, else results/<default_name>; a path the OS cannot
+    hold (a NUL byte, a name longer than the filesystem allows) is an error now, not after
+    the run."""
+    path = Path(out).expanduser() if out else RESULTS_ROOT / default_name
+    if "\x00" in str(path):
+        raise MietError(f"--out {out!r} contains a NUL byte; choose another folder name")
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            raise MietError(
+                f"--out has a name of {len(os.fsencode(part))} bytes ({part[:20]}...); "
+                "folder names are limited to 255 bytes"
+            )
+    return path
 
 
 def run_identity(command: str, cfg: Any) -> str:

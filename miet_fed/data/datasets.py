@@ -419,7 +419,51 @@ def _visible(entries: Iterable[Path]) -> list[Path]:
     return sorted((p for p in entries if not p.name.startswith(".")), key=lambda p: p.name)
 
 
-_GRAY_MODES = frozenset({"1", "L", "LA"})
+_U16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_RGB_MODES = frozenset({"RGB", "RGBX", "CMYK", "YCbCr", "HSV"})
+_SAVE_AS = "save it as 8- or 16-bit grey, RGB or RGBA (PNG or TIFF)"
+
+
+def _image_array(im: Any, file: Path) -> tuple[np.ndarray, bool]:
+    """One decoded PIL image as uint8 (H x W grey, or H x W x 3) and whether it is grey.
+
+    Every mode is scaled by the true range of its values, never clipped: 16-bit grey (0..65535)
+    is divided by 257; float images must lie in 0..1 (the only range a float image has by
+    convention) and are multiplied by 255; alpha is composited onto black; palettes are expanded.
+    A mode without a defined range (32-bit integers, signed 16-bit, LAB...) is refused in one
+    line rather than turned into zeros or 255s."""
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    mode = im.mode
+    if mode in ("1", "L"):
+        return np.asarray(im.convert("L"), dtype=np.uint8), True
+    if mode in _U16_MODES or (mode == "I" and im.format == "PNG"):  # PNG holds at most 16 bits
+        values = np.asarray(im).astype(np.float64)
+        return np.round(values / 257.0).astype(np.uint8), True
+    if mode == "F":
+        values = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise MietError(f"image {file} holds NaN or infinite values; fix or remove it")
+        lo, hi = float(values.min()), float(values.max())
+        if lo < 0 or hi > 1:
+            raise MietError(
+                f"float image {file} has values {lo:g}..{hi:g}; only 0..1 has a defined scale: "
+                f"rescale it to 0..1 or {_SAVE_AS}"
+            )
+        return np.round(values * 255.0).astype(np.uint8), True
+    if mode in ("LA", "La"):
+        la = np.asarray(im.convert("LA"), dtype=np.float64)
+        return np.round(la[..., 0] * la[..., 1] / 255.0).astype(np.uint8), True
+    if mode in ("RGBA", "RGBa"):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64)
+        return np.round(rgba[..., :3] * rgba[..., 3:] / 255.0).astype(np.uint8), False
+    if mode in _RGB_MODES:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8), False
+    what = "32-bit integer" if mode == "I" else f"'{mode}'"
+    raise MietError(f"image {file} is in PIL mode {what}, which has no defined scale; {_SAVE_AS}")
 
 
 def load_folder(path: str | os.PathLike[str]) -> ImageDataset:
@@ -460,8 +504,7 @@ def load_folder(path: str | os.PathLike[str]) -> ImageDataset:
                 with Image.open(file) as im:
                     im.load()
                     im = ImageOps.exif_transpose(im)
-                    gray = im.mode in _GRAY_MODES
-                    arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.uint8)
+                    arr, gray = _image_array(im, file)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 raise MietError(f"cannot read image {file}: {e}; fix or remove the file") from e
             size = (arr.shape[1], arr.shape[0])
@@ -490,13 +533,15 @@ def load_folder(path: str | os.PathLike[str]) -> ImageDataset:
         images=images,
         labels=np.asarray(labels, dtype=np.int64),
         classes=tuple(p.name for p in class_dirs),
-        fingerprint=_short_hash("folder", sorted(stats)),
+        fingerprint=_short_hash("folder", "decode-2", sorted(stats)),  # decode-2: true ranges
     )
 
 
 def load_dataset(spec: str) -> ImageDataset:
     """Resolve a dataset spec: a built-in name, `npz:PATH` or `folder:PATH`."""
     spec = spec.strip()
+    if "\x00" in spec:
+        raise MietError(f"dataset {spec!r} contains a NUL byte; check the path")
     for prefix, loader in (("npz:", load_npz), ("folder:", load_folder)):
         if spec.startswith(prefix):
             target = spec[len(prefix) :]

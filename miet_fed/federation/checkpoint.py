@@ -122,21 +122,20 @@ def _damage(path: Path) -> str:
         return f"{SERVER} or data.json unreadable: {type(exc).__name__}"
     if last == 0:
         return ""
-    needed = [path / f"server-r{last}.safetensors"]
-    for client in (path / CLIENTS).glob("*"):
-        states = [p for p in client.glob("r*.safetensors") if 0 < _round_of(p) <= last]
-        if states:
-            needed.append(max(states, key=_round_of))
+    server = path / f"server-r{last}.safetensors"
+    devices = [p for p in (path / CLIENTS).glob("*/*.safetensors") if 0 < _round_of(p) <= last]
     rows = path / f"rows-r{last}.jsonl"
-    for file in [rows, *needed]:
+    for file in [rows, server, *devices]:
         try:
             if file == rows:
                 for line in rows.read_text().splitlines():
                     if line.strip():
                         json.loads(line)
                 continue
-            with safe_open(str(file), framework="numpy") as f:
-                json.loads((f.metadata() or {})["layout"])
+            with safe_open(str(file), framework="numpy") as f:  # checks length against header
+                meta = f.metadata() or {}
+            if file == server:
+                json.loads(meta["layout"])
         except (OSError, ValueError, KeyError, SafetensorError) as exc:
             return f"{file.relative_to(path)} unreadable: {type(exc).__name__}"
     return ""
