@@ -267,3 +267,34 @@ def test_two_simulations_on_one_folder(tmp_path):
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+@pytest.mark.slow
+def test_damaged_checkpoint_is_set_aside_and_the_run_starts_over(tmp_path, capsys):
+    """An empty server.json (a power loss mid-write) used to make every rerun die with a
+    traceback that never named the hidden checkpoint folder."""
+    from miet_fed.config import load_config, parse_overrides
+    from miet_fed.federation.checkpoint import checkpoint_dir, open_checkpoint
+    from tests.conftest import brightness_npz
+
+    npz = brightness_npz(tmp_path / "d.npz", 120, seed=1)
+    sets = ["data.n_train=80", "data.n_test=20", "fed.num_clients=2", "fed.rounds=2"]
+    sets += ["fed.partition=iid", "run.progress=false"]
+    flags = {"data.dataset": f"npz:{npz}", "model.name": "vit_tiny_patch16_224"}
+    flags |= {"model.weights": "random", "model.img_size": "32"}
+    cfg = load_config(
+        SimulateConfig, None, parse_overrides([*sets, *(f"{k}={v}" for k, v in flags.items())])
+    )
+    out = Path("results/run")
+    path, _ = open_checkpoint(out, cfg)
+    (Path(path) / "server.json").write_text("")  # the commit point, cut by a power loss
+    argv = ["simulate", "--dataset", f"npz:{npz}", *TINY, "--out", str(out), "--quiet", "--json"]
+    argv += [arg for s in sets[:-1] for arg in ("--set", s)]
+    capsys.readouterr()
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    notice = [ln for ln in captured.err.splitlines() if "set aside" in ln]
+    assert len(notice) == 1 and str(checkpoint_dir(out).absolute()) in notice[0], captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["resumed_after_round"] == 0
+    assert list(Path("results").glob(".run.ckpt.damaged-*"))  # kept for inspection
+    assert not checkpoint_dir(out).exists()  # the fresh one is gone with the finished run
