@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.miet-fed-installed
 
-.PHONY: install run test lint format bench clean-cache
+.PHONY: install run test test-fast lint format bench clean-cache
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ bench: install
 test: install
 	$(BIN)/ruff check miet_fed tests simulations benchmarks
 	$(BIN)/pytest
+
+# The inner loop: no real backbone, no Ray simulations, no red-team suite (make test runs all).
+test-fast: install
+	$(BIN)/pytest -m "not slow and not redteam" -x
 
 lint: install
 	$(BIN)/ruff check miet_fed tests simulations benchmarks
