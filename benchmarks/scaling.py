@@ -19,7 +19,8 @@ from benchmarks import (
 DESCRIPTION = (
     "`miet-fed simulate` (FedPer, LAE, 1 local epoch, IID, fed.cpus_per_client=1) with N "
     "registered devices (packed onto cohort nodes) and M sampled per round: steady round time "
-    "(median gap between consecutive round lines, rounds 2..R) and peak memory of the whole process tree "
+    "(median gap between consecutive round lines, rounds 2..R) and peak memory of the whole "
+    "process tree "
     "(driver, Ray GCS/raylet, workers, backbone actor), sampled every 0.25 s from /proc. Every "
     "client holds the same number of images whatever N, so a round's work depends on M only. "
     "Backbone: a tiny random ViT (vit_tiny_patch16_224 at 32 px): this measures the federation, "
