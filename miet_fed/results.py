@@ -31,6 +31,8 @@ from typing import Any
 from miet_fed.errors import MietError
 
 RESULTS_ROOT = Path("results")
+#: The machine's, not the run's: a full disk or quota, a read-only or forbidden folder.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 MARKER = ".miet-fed-run.json"
 #: Settings that do not change what a run computes: a rerun may differ in these.
 RUNTIME_ONLY = {
@@ -186,8 +188,11 @@ def _acquire(final: Path, lock: Path) -> int:
         except FileNotFoundError:
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:  # who holds it, for the other run's message; a full disk may refuse
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError:
+                pass
             return fd
         os.close(fd)
     raise MietError(f"cannot lock {lock}: it keeps changing; try again")
@@ -269,6 +274,14 @@ def atomic_dir(
         try:
             yield tmp
             _write_marker(tmp, kind, identity)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno not in _DISK_ERRORS:
+                raise
+            raise MietError(
+                f"cannot write the results in {final.parent} ({exc.strerror}); free space or "
+                "choose a writable --out (nothing was written)"
+            ) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

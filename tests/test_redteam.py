@@ -740,3 +740,42 @@ def test_stale_lock_file_of_a_killed_run_is_no_obstacle(tmp_path, capsys):
     Path("results/.r.tmp-deadbeef").mkdir()  # and its temporary folder
     _check(capsys, tmp_path, _tune(tmp_path, "--out", "results/r"), "ran")
     assert not Path("results/.r.tmp-deadbeef").exists() and not Path("results/.r.lock").exists()
+
+
+@pytest.fixture(params=["full", "read-only"])
+def bad_disk(request, tmp_path):
+    """A real full filesystem (a 64 KiB tmpfs filled to the last byte) or a read-only one
+    (needs root; skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with open(mount / "filler", "wb", buffering=0) as f:
+            try:
+                while request.param == "full":
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        if request.param == "read-only":
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        yield mount, request.param
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("where", ["results", "cache"])
+def test_full_or_read_only_disk_is_one_line(where, bad_disk, tmp_path, capsys, monkeypatch):
+    disk, kind = bad_disk
+    if where == "cache":
+        monkeypatch.setenv("MIET_FED_CACHE", str(disk / "cache"))
+        argv = _tune(tmp_path, "--out", "results/r")
+    else:
+        _own_cache(tmp_path, monkeypatch)
+        argv = _tune(tmp_path, "--out", str(disk / "run"))
+    why = "No space left on device" if kind == "full" else "Read-only file system"
+    _check(capsys, tmp_path, argv, "error", why)
+    assert sorted(p.name for p in disk.iterdir() if p.name != "cache") == ["filler"]
