@@ -27,6 +27,12 @@ COMMON_FLAGS = {
     "edge": "edge.name",
     "ray_address": "run.ray_address",
 }
+#: Flags of `simulate` only (the federation's main knobs) -> config keys.
+SIMULATE_FLAGS = {
+    "strategy": "fed.strategy",
+    "num_clients": "fed.num_clients",
+    "rounds": "fed.rounds",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +40,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _add_common(p: argparse.ArgumentParser, default_config: str) -> None:
+def add_common(p: argparse.ArgumentParser, default_config: str, command: str) -> None:
+    """The arguments of a command that runs a job (`miet-fed config <command>` takes them too)."""
     p.add_argument(
         "config",
         nargs="?",
@@ -52,7 +59,6 @@ def _add_common(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--dataset", help="built-in name, npz:PATH or folder:PATH")
     p.add_argument("--seed", help="run seed")
     p.add_argument("--out", help="results directory of this run")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--overwrite",
@@ -70,13 +76,19 @@ def _add_common(p: argparse.ArgumentParser, default_config: str) -> None:
         dest="ray_address",
         help="simulate on an existing Ray cluster ('auto' or host:port)",
     )
+    if command == "simulate":
+        p.add_argument("--strategy", help="aggregation strategy (fed.strategy)")
+        p.add_argument("--num-clients", dest="num_clients", help="edge devices (fed.num_clients)")
+        p.add_argument("--rounds", help="federated rounds (fed.rounds)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def overrides_of(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """--set pairs, then the named flags (which win), as nested overrides."""
     from miet_fed.config import parse_overrides
 
     pairs = list(args.set)
-    for flag, key in COMMON_FLAGS.items():
+    for flag, key in {**COMMON_FLAGS, **SIMULATE_FLAGS}.items():
         value = getattr(args, flag, None)
         if value is not None:
             pairs.append(f"{key}={value}")
@@ -100,7 +112,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from miet_fed.config import TuneConfig, load_config
     from miet_fed.tuning import run_tune, summary_table
 
-    cfg = load_config(TuneConfig, args.config, _overrides(args))
+    cfg = load_config(TuneConfig, args.config, overrides_of(args))
     summary = run_tune(cfg)
     _print_summary(args, summary_table(summary), summary)
     return 0
@@ -111,7 +123,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from miet_fed.federation.report import simulate_table
     from miet_fed.federation.runner import run_simulate
 
-    cfg = load_config(SimulateConfig, args.config, _overrides(args))
+    cfg = load_config(SimulateConfig, args.config, overrides_of(args))
     summary = run_simulate(cfg)
     _print_summary(args, simulate_table(summary), summary)
     return 0
@@ -133,6 +145,7 @@ TOOL_COMMANDS: dict[str, str] = {
     "cost": "miet_fed.comm.cost_cli",
     "sweep": "miet_fed.sweep",
     "report": "miet_fed.report",
+    "config": "miet_fed.config_doc",
 }
 
 
@@ -143,11 +156,14 @@ def _tool(name: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from miet_fed import __version__
+
     parser = _Parser(prog="miet-fed", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"miet-fed {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, (_, help_text, default_config) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _add_common(p, default_config)
+        add_common(p, default_config, name)
     for name in TOOL_COMMANDS:
         try:
             module = _tool(name)

@@ -26,6 +26,12 @@ import pandas as pd
 
 from miet_fed.errors import MietError
 from miet_fed.results import own_folder
+from miet_fed.plotting import bytes_axis as _bytes_axis
+from miet_fed.plotting import bytes_ticks as _bytes_ticks
+from miet_fed.plotting import figure as _figure
+from miet_fed.plotting import place_labels
+from miet_fed.results import own_folder
+from miet_fed.units import human_bytes
 
 HELP = "report.md, CSV tables and PNG plots of a sweep folder or a single run folder"
 
@@ -121,16 +127,6 @@ def round_bytes(rounds: pd.DataFrame) -> tuple[pd.DataFrame, str] | None:
     return df, source
 
 
-def human_bytes(n: float | None) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return "–"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
-        n /= 1000
-    return str(n)
-
-
 # ---------------------------------------------------------------- markdown
 
 
@@ -165,58 +161,8 @@ def md_table(df: pd.DataFrame) -> str:
 # ---------------------------------------------------------------- plotting helpers
 
 
-def _figure(width: float = 7.0, height: float = 4.5, ncols: int = 1) -> tuple[Any, Any]:
-    """A Figure without pyplot: no global state, no GUI backend (Agg canvas)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols)
-    return fig, axes
-
-
 def _colors(keys: list[Any]) -> dict[Any, str]:
     return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(keys)}
-
-
-def _bytes_axis(ax: Any, values: pd.Series, axis: str = "x") -> str:
-    """Log scale for bytes; symlog when some runs counted 0 bytes (log cannot show 0)."""
-    positive = values[values > 0]
-    set_scale = ax.set_xscale if axis == "x" else ax.set_yscale
-    if len(positive) == len(values.dropna()) and len(positive):
-        set_scale("log")
-        scale = "log scale"
-    elif len(positive):
-        set_scale("symlog", linthresh=float(positive.min()))
-        scale = "symlog scale: 0 = none counted"
-    else:
-        scale = "linear scale"
-    _bytes_ticks(ax, axis)
-    return scale
-
-
-def _bytes_ticks(ax: Any, axis: str = "y") -> None:
-    """Tick labels like 250 kB, 4 MB instead of 2.5e5 with an offset."""
-    from matplotlib.ticker import EngFormatter, FuncFormatter, NullFormatter
-
-    target = ax.xaxis if axis == "x" else ax.yaxis
-    eng = EngFormatter(unit="B", sep=" ")
-    target.set_major_formatter(eng)
-    if (ax.get_xscale() if axis == "x" else ax.get_yscale()) == "linear":
-        return
-    lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
-    decades = math.floor(math.log10(hi)) - math.ceil(math.log10(lo)) + 1 if lo > 0 else 9
-    if decades >= 3:
-        target.set_minor_formatter(NullFormatter())
-        return
-
-    def minor(value: float, pos: int | None = None) -> str:
-        """With few decades shown, also label the 2x and 5x ticks."""
-        mantissa = round(value / 10 ** math.floor(math.log10(value)), 6) if value > 0 else 0
-        return eng(value) if mantissa in (2, 5) else ""
-
-    target.set_minor_formatter(FuncFormatter(minor))
 
 
 def _unique(values: pd.Series) -> list[Any]:
@@ -238,9 +184,11 @@ class Report:
     plots: list[tuple[str, str]] = field(default_factory=list)
     not_plotted: list[tuple[str, str]] = field(default_factory=list)
     tables: list[tuple[str, str]] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)  # name -> Figure, for checks
 
     def plot(self, fig: Any, name: str, title: str, caption: str) -> None:
         fig.savefig(self.out / name, dpi=DPI)
+        self.figures[name] = fig
         self.plots.append((name, title))
         self.sections.append(f"### {title}\n\n![{title}]({name})\n\n{caption}\n")
 
@@ -539,15 +487,6 @@ def _pareto_plot(rep: Report, ok: pd.DataFrame, command: str, color: str | None)
             label=f"Pareto front ({primary.split('_')[0]})",
             zorder=2,
         )
-    if df["label"].nunique() > 1 and len(df) <= 16:
-        for _, r in df.iterrows():
-            ax.annotate(
-                r["label"],
-                (r["total_bytes"], 100 * r[primary]),
-                fontsize=7,
-                xytext=(4, 3),
-                textcoords="offset points",
-            )
     scale = _bytes_axis(ax, df["total_bytes"])
     ax.margins(x=0.12, y=0.08)
     sources = (
@@ -561,6 +500,11 @@ def _pareto_plot(rep: Report, ok: pd.DataFrame, command: str, color: str | None)
     ax.set_title(title + (f", colored by {color}" if color else ""))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    unlabelled = 0
+    if df["label"].nunique() > 1 and len(df) <= 16:
+        unlabelled = place_labels(
+            ax, [(r["total_bytes"], 100 * r[primary], r["label"]) for _, r in df.iterrows()]
+        )
     what = (
         "personal accuracy (filled) and global accuracy (hollow squares)"
         if has_global
@@ -571,7 +515,12 @@ def _pareto_plot(rep: Report, ok: pd.DataFrame, command: str, color: str | None)
         "pareto.png",
         "Accuracy vs total bytes",
         f"One point per run: {what} against the run's total bytes ({sources}). The dashed "
-        "line joins the runs no other run beats with fewer bytes and higher accuracy.",
+        "line joins the runs no other run beats with fewer bytes and higher accuracy."
+        + (
+            f" {unlabelled} point label(s) left out where they would overlap: see pareto.csv."
+            if unlabelled
+            else ""
+        ),
     )
     cols = ["run", *[c for c in df.columns if "." in c], "total_bytes", primary]
     cols += ["global_acc"] if has_global else []

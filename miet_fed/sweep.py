@@ -43,6 +43,7 @@ import pandas as pd
 from miet_fed.config import (
     SimulateConfig,
     TuneConfig,
+    _CliValue,
     build_config,
     parse_overrides,
     read_toml,
@@ -231,6 +232,52 @@ def add_set(sweep: Sweep, pairs: Iterable[str]) -> Sweep:
     return replace(sweep, fixed={**sweep.fixed, **extra})
 
 
+def add_grid(sweep: Sweep, pairs: Iterable[str]) -> Sweep:
+    """Command-line "section.key=v1,v2,..." axes (values typed by the field, as --set): a key
+    also in the file's [grid] or [set] takes these values instead."""
+    axes: dict[str, list[Any]] = {}
+    for pair in pairs:
+        dotted, sep, values = pair.partition("=")
+        items = [v.strip() for v in values.split(",")] if sep else []
+        if not sep or not all(items):
+            raise MietError(
+                f"--grid expects section.key=v1,v2,... with no empty value, got '{pair}' "
+                "(e.g. --grid fed.num_clients=10,20,50)"
+            )
+        axes[dotted.strip()] = [_CliValue(v) for v in items]
+    _flatten(axes, "--grid")  # same key checks as [grid]
+    fixed = {k: v for k, v in sweep.fixed.items() if k not in axes}
+    return replace(sweep, grid={**sweep.grid, **axes}, fixed=fixed)
+
+
+def from_args(args: argparse.Namespace) -> Sweep:
+    """The sweep of a command line: a sweep file and/or --grid axes, then --set pairs."""
+    if args.sweep is not None:
+        sweep = parse_sweep(read_toml(Path(args.sweep)), str(args.sweep), Path(args.sweep).stem)
+        if args.sweep_command and args.sweep_command != sweep.command:
+            raise MietError(
+                f"--command {args.sweep_command} but {args.sweep} says {sweep.command}; "
+                "drop --command or use another sweep file"
+            )
+        if args.base:
+            sweep = replace(sweep, base=args.base)
+        if args.name:
+            sweep = replace(sweep, name=args.name)
+    elif not args.grid:
+        raise MietError(
+            "give a sweep file or at least one --grid section.key=v1,v2,... "
+            "(e.g. miet-fed sweep --grid fed.num_clients=10,20 --set fed.rounds=3)"
+        )
+    else:
+        keys = [g.partition("=")[0].strip().split(".")[-1] for g in args.grid]
+        name = args.name or slug("sweep", *keys)
+        if slug(name) != name:
+            raise MietError(f"--name must be a plain folder name, got {name!r}")
+        sweep = Sweep(name=name, command=args.sweep_command or "simulate", base=args.base)
+        sweep = replace(sweep, source="the command line")
+    return add_set(add_grid(sweep, args.grid), args.set)
+
+
 def load_sweep(path: Path, extra_set: Iterable[str] = ()) -> Sweep:
     """Read a sweep file; `extra_set` pairs join its [set]."""
     return add_set(parse_sweep(read_toml(Path(path)), str(path), Path(path).stem), extra_set)
@@ -289,13 +336,26 @@ def _labels(keys: list[str]) -> dict[str, str]:
     return {k: (s if counts[s] == 1 else k.replace(".", "_")) for k, s in short.items()}
 
 
-def _check_names(command: str, cfg: Any) -> None:
-    """Registered names (gather, edge, strategy, dtype) checked without loading any data."""
+def _check_point(command: str, cfg: Any) -> None:
+    """Everything a run would check before its first forward, so a point that cannot run fails
+    at planning, before any point runs: registered names, the selection (n_train against the
+    dataset), the depth k, and for simulate the partition (no client without data)."""
     if command == "tune":
+        from miet_fed.cloud.service import payload_info
+        from miet_fed.data import load_dataset, vtab_split
         from miet_fed.tuning import check_names
-    else:
-        from miet_fed.federation.runner import check_names
-    check_names(cfg)
+
+        check_names(cfg)
+        ds = load_dataset(cfg.data.dataset)
+        vtab_split(ds.labels, cfg.data.n_train, cfg.data.n_test or None, cfg.run.seed)
+        payload_info(cfg.model)
+        return
+    import tempfile
+
+    from miet_fed.federation.runner import prepare
+
+    with tempfile.TemporaryDirectory(prefix="miet-fed-plan-") as tmp:
+        prepare(cfg, Path(tmp))  # data, partitions, payload shape; starts nothing
 
 
 def _comparable(cfg: Any) -> dict[str, Any]:
@@ -328,8 +388,9 @@ def _check_existing(point: Point, command: str) -> None:
         )
 
 
-def plan(sweep: Sweep, out: Path, quiet: bool = False) -> list[Point]:
-    """Build and check every point's config up front; nothing is written."""
+def plan(sweep: Sweep, out: Path, quiet: bool = False, check_data: bool = True) -> list[Point]:
+    """Build and check every point's config (and, unless told not to, its data) up front;
+    nothing is written."""
     cls = CONFIG_CLASSES[sweep.command]
     base = read_toml(sweep.base) if sweep.base is not None else {}
     keys = varied_keys(sweep)
@@ -347,7 +408,8 @@ def plan(sweep: Sweep, out: Path, quiet: bool = False) -> list[Point]:
         where = f"{sweep.source} (point {i}: {desc})"
         try:
             cfg = build_config(cls, data, where)
-            _check_names(sweep.command, cfg)
+            if check_data:
+                _check_point(sweep.command, cfg)
         except MietError as exc:  # say which point, once
             raise MietError(str(exc) if where in str(exc) else f"{exc} [{where}]") from None
         values = {k: _lookup(cfg, k) for k in keys}
@@ -543,7 +605,28 @@ def run_sweep(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sweep", type=Path, help="sweep TOML ([sweep], [set], [grid], [[point]])")
+    p.add_argument(
+        "sweep",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="sweep TOML ([sweep], [set], [grid], [[point]]); optional with --grid",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=V1,V2,...",
+        help="vary one key over these values (repeatable; the points are the cartesian product)",
+    )
+    p.add_argument(
+        "--command",
+        dest="sweep_command",
+        choices=tuple(CONFIG_CLASSES),
+        help="without a sweep file: what every point runs (default: simulate)",
+    )
+    p.add_argument("--name", help="the sweep's name (folder results/<name>)")
+    p.add_argument("--base", type=Path, help="the config file every point starts from")
     p.add_argument("--out", type=Path, help="sweep folder (default: results/<sweep.name>)")
     p.add_argument(
         "--set",
@@ -562,7 +645,7 @@ def _print_table(df: pd.DataFrame) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    sweep = load_sweep(args.sweep, args.set)
+    sweep = from_args(args)
     out = args.out if args.out is not None else RESULTS_ROOT / sweep.name
     if args.dry_run:
         points = plan(sweep, out, args.quiet)

@@ -161,7 +161,14 @@ def test_report_on_a_simulate_sweep(tiny_npz, tmp_path, capsys, ledger):
         tmp_path / "s.toml",
         tiny_npz,
         command="simulate",
-        fixed={"fed.rounds": 3},
+        # 40 devices share 110 images (iid): planning checks the partition.
+        fixed={
+            "fed.rounds": 3,
+            "data.n_train": 110,
+            "data.n_test": 5,
+            "fed.partition": "iid",
+            "fed.min_train": 1,
+        },
         grid={"fed.num_clients": [4, 8, 40], "fed.strategy": ["local", "fedavg"]},
     )
     points = plan(load_sweep(toml), Path("results/sw"))

@@ -226,20 +226,31 @@ def test_resume_runs_only_what_is_missing(tiny_npz, tmp_path, capsys):
     assert "holds a finished run with another config" in capsys.readouterr().err
 
 
-def test_failed_point_is_recorded_and_exit_is_nonzero(tiny_npz, tmp_path, capsys):
+def test_a_point_the_data_cannot_support_fails_at_planning(tiny_npz, tmp_path, capsys):
     # 120 images: n_train=120 leaves no test images, which only loading the data can tell.
-    toml = write_sweep(tmp_path / "s.toml", tiny_npz, grid={"data.n_train": [120, 60]})
+    toml = write_sweep(tmp_path / "s.toml", tiny_npz, grid={"data.n_train": [60, 120]})
+    assert main(["sweep", str(toml), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "n_train=120 leaves no test images" in err and "point 2: data.n_train=120" in err
+    assert not Path("results/sw").exists()  # point 1 did not run first
+
+
+def test_failed_point_is_recorded_and_exit_is_nonzero(tiny_npz, tmp_path, capsys):
+    # A weights file that is not there: only building the backbone can tell.
+    missing = str(tmp_path / "missing.safetensors")
+    toml = write_sweep(tmp_path / "s.toml", tiny_npz, grid={"model.weights": [missing, "random"]})
     rc, info, err = _sweep(capsys, str(toml))
     assert rc == 1 and (info["ran"], info["failed"]) == (1, 1)
-    assert info["failed_runs"] == ["n_train_120"]
-    assert "[1/2] data.n_train=120 ... FAILED: n_train=120 leaves no test images" in err
-    assert "[2/2] data.n_train=60 ... done in" in err
+    first = info["failed_runs"][0]
+    assert first.startswith("weights_")
+    assert "[1/2] model.weights=" in err and "FAILED: " in err
+    assert "[2/2] model.weights=random ... done in" in err
     summary = pd.read_csv("results/sw/summary.csv")
-    assert list(summary["run"]) == ["n_train_120", "n_train_60"]
-    assert "leaves no test images" in summary["error"][0] and pd.isna(summary["error"][1])
+    assert list(summary["run"]) == [first, "weights_random"]
+    assert summary["error"][0] and pd.isna(summary["error"][1])
     assert pd.isna(summary["test_acc"][0]) and summary["test_acc"][1] > 0
-    assert set(pd.read_csv("results/sw/runs.csv")["run"]) == {"n_train_60"}
-    assert not Path("results/sw/runs/n_train_120").exists()
+    assert set(pd.read_csv("results/sw/runs.csv")["run"]) == {"weights_random"}
+    assert not Path("results/sw/runs", first).exists()
     # Started again: the failed point is tried again, the finished one is skipped.
     rc, info, _ = _sweep(capsys, str(toml))
     assert rc == 1 and (info["skipped"], info["failed"]) == (1, 1)

@@ -14,6 +14,7 @@ from typing import Any
 from miet_fed.comm import cost
 from miet_fed.config import EdgeConfig, ModelConfig
 from miet_fed.errors import MietError
+from miet_fed.units import human_bytes
 
 HELP = "communication cost per image: every gather x dtype of a timm ViT (no weights needed)"
 
@@ -187,14 +188,6 @@ def cost_report(
         "rows": rows,
         "comparisons": comparisons,
     }
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def rows_frame(report: dict[str, Any]) -> Any:
