@@ -139,3 +139,19 @@ def test_simulate_frames_and_comm_cost(tiny_npz):
     assert cost.loc[0, "bytes_total"] == run.info["total_bytes"]
     assert cost.loc[0, "bytes_up"] + cost.loc[0, "bytes_down"] == run.info["total_bytes"]
     assert cost.loc[0, "bytes_down_params"] > 0 and cost.loc[0, "bytes_up_image"] > 0
+
+
+@pytest.mark.slow
+def test_api_example_script_runs(capsys):
+    """simulations/api_example.py --quick: four tiny simulations through the API, then the
+    five-line pandas analysis the README shows."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "simulations" / "api_example.py"
+    spec = importlib.util.spec_from_file_location("api_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--out", "results/example"]) == 0
+    out = capsys.readouterr().out
+    assert "bytes_total" in out and "fedper-n10" in out
+    assert len(miet_fed.load_runs("results/example")) == 4
