@@ -20,6 +20,7 @@ def build(
     pairs: list[str],
     quick_set: dict[str, Any],
     quick_grid: dict[str, list[Any]] | None = None,
+    quick_points: list[dict[str, Any]] | None = None,
 ) -> Sweep:
     """The sweep of `config`, shrunk for --quick, with --set pairs on top."""
     sweep = load_sweep(config)
@@ -32,6 +33,7 @@ def build(
             name=f"{sweep.name}-quick",
             fixed={**sweep.fixed, **quick_set},
             grid={**sweep.grid, **(quick_grid or {})},
+            points=sweep.points if quick_points is None else quick_points,
         )
     return add_set(sweep, pairs)
 
@@ -43,6 +45,7 @@ def main(
     quick_set: dict[str, Any],
     quick_grid: dict[str, list[Any]] | None = None,
     argv: list[str] | None = None,
+    quick_points: list[dict[str, Any]] | None = None,
 ) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--quick", action="store_true", help="tiny fast variant (smoke test)")
@@ -51,7 +54,7 @@ def main(
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        sweep = build(config, args.quick, args.set, quick_set, quick_grid)
+        sweep = build(config, args.quick, args.set, quick_set, quick_grid, quick_points)
         out = args.out or Path("results") / sweep.name
         points, outcomes = run_sweep(sweep, out, quiet=args.quiet)
         report = make_report(out)
