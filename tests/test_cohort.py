@@ -47,7 +47,8 @@ def _cohort(name: str, kind: str, engine: str, received_keys: str = "all") -> Co
         y, yt = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 3, (4,), generator=g)
         data.append(DeviceData(codec.encode(x, "fp16"), y, codec.encode(xt, "fp16"), yt))
     init = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    received = {k: init[k] for k in Cohort.keys(_FakeCohort(net), received_keys)}
+    part = {"all": list(init), "body": net.body_keys(), "head": net.head_keys()}[received_keys]
+    received = {k: init[k] for k in part}
     return Cohort(
         net=net,
         devices=list(range(len(SIZES))),
@@ -59,11 +60,6 @@ def _cohort(name: str, kind: str, engine: str, received_keys: str = "all") -> Co
         fed=FedConfig(head_epochs=1, finetune_epochs=1),
         engine=engine,
     )
-
-
-class _FakeCohort:
-    def __init__(self, net):
-        self.net = net
 
 
 def _comparable(state: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
