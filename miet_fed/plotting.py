@@ -129,7 +129,8 @@ def tick_labels(ax: Any) -> dict[str, list[str]]:
         seen = []
         for tick in axis.get_major_ticks() + axis.get_minor_ticks():
             loc = tick.get_loc()
-            label = tick.label1.get_text() if tick.label1.get_visible() else ""
+            shown = [t for t in (tick.label1, tick.label2) if t.get_visible()]  # twin: label2
+            label = shown[0].get_text() if shown else ""
             if lo <= loc <= hi and label.strip():
                 seen.append(label)
         out[name] = seen

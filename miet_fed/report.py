@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from miet_fed.errors import MietError
-from miet_fed.results import own_folder
 from miet_fed.plotting import bytes_axis as _bytes_axis
 from miet_fed.plotting import bytes_ticks as _bytes_ticks
 from miet_fed.plotting import figure as _figure
@@ -338,6 +337,7 @@ def _round_curves(rep: Report, rounds: pd.DataFrame, summary: dict[str, Any]) ->
     ax2 = ax.twinx()
     ax2.plot(x, df["cum"], "k.-", label="cumulative (right axis)")
     ax2.set_ylabel("cumulative bytes")
+    ax2.set_ylim(bottom=0)
     _bytes_ticks(ax2)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
