@@ -21,10 +21,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 _LAZY = {
     "simulate": "miet_fed.api",
     "tune": "miet_fed.api",
-    "load_run": "miet_fed.api",
-    "load_runs": "miet_fed.api",
-    "Run": "miet_fed.api",
-    "Runs": "miet_fed.api",
+    "load_run": "miet_fed.runs",
+    "load_runs": "miet_fed.runs",
+    "Run": "miet_fed.runs",
+    "Runs": "miet_fed.runs",
     "SimulateConfig": "miet_fed.config",
     "TuneConfig": "miet_fed.config",
 }

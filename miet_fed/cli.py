@@ -143,7 +143,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
 #: `HELP: str`, `add_arguments(parser)` and `run(args) -> int` (imported lazily).
 TOOL_COMMANDS: dict[str, str] = {
     "cost": "miet_fed.comm.cost_cli",
-    "sweep": "miet_fed.sweep",
+    "sweep": "miet_fed.sweep_run",
     "report": "miet_fed.report",
     "config": "miet_fed.config_doc",
 }

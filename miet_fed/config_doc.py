@@ -120,14 +120,14 @@ def _sweep_reference() -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from miet_fed import cli, sweep
+    from miet_fed import cli, sweep_run
 
     sub = p.add_subparsers(dest="config_command", required=True, parser_class=cli._Parser)
     for name, (_, _, default_config) in cli.COMMANDS.items():
         q = sub.add_parser(name, help=f"the keys and effective config of `miet-fed {name}`")
         cli.add_common(q, default_config, name)
     q = sub.add_parser("sweep", help="the keys of a sweep file, and the points of one")
-    sweep.add_arguments(q)
+    sweep_run.add_arguments(q)
     q = sub.add_parser("reference", help="the README's config reference (markdown)")
     q.add_argument("--write", type=Path, metavar="README", help="replace the table in README")
     q.add_argument("--check", type=Path, metavar="README", help="exit 1 if README's table differs")
@@ -156,10 +156,10 @@ def run(args: argparse.Namespace) -> int:
         print(_sweep_reference())
         if args.sweep is None and not args.grid:
             return 0
-        from miet_fed import sweep
+        from miet_fed import sweep_run
 
         args.dry_run = True
-        return sweep.run(args)
+        return sweep_run.run(args)
     cls = _classes()[which]
     overrides = cli.overrides_of(args)
     cfg = load_config(cls, args.config, overrides)

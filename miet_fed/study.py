@@ -11,7 +11,8 @@ from typing import Any
 
 from miet_fed.errors import MietError
 from miet_fed.report import make_report
-from miet_fed.sweep import Sweep, add_set, load_sweep, run_sweep
+from miet_fed.sweep import Sweep, add_set, load_sweep
+from miet_fed.sweep_run import run_sweep
 
 
 def build(
