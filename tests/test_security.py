@@ -21,9 +21,11 @@ MIET_FED = str(Path(sys.executable).with_name("miet-fed"))
 
 def _listeners(pid: int) -> set[tuple[str, int, str]]:
     """(ip, port, process name) of every listening TCP socket of `pid` and its descendants."""
+    import importlib
+
     import ray  # noqa: F401  - puts Ray's bundled psutil on the path
 
-    import psutil
+    psutil = importlib.import_module("psutil")
 
     try:
         root = psutil.Process(pid)
@@ -64,9 +66,7 @@ def test_simulation_listens_on_loopback_only(tmp_path):
         *("--set", "fed.rounds=2", "--set", "fed.partition=iid"),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     seen: set[tuple[str, int, str]] = set()
     names: set[str] = set()
     try:
