@@ -297,3 +297,25 @@ def test_every_network_counts_its_own_parameters_for_the_cost_model(name):
         counts = param_counts(name, kind, SHAPES[kind], 3, CFG)
         assert counts["head"] == sum(p.numel() for p in net.head_parameters())
         assert counts["total"] == sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.slow
+def test_a_round_that_cannot_count_is_not_checkpointed(tmp_path, capsys, monkeypatch):
+    """Every device fails in round 2: the run goes on (failures allowed), but round 2 is not
+    committed, so a resume would redo it rather than build on it."""
+    from miet_fed.federation.client_app import FAULT_ENV
+    from tests.conftest import make_tiny_npz
+
+    monkeypatch.setenv(FAULT_ENV, ",".join(f"{d}:2" for d in range(6)))
+    npz = make_tiny_npz(tmp_path / "tiny.npz")
+    from miet_fed.cli import main
+    from tests.conftest import TINY
+
+    args = ["simulate", "--dataset", f"npz:{npz}", *TINY, "--out", "results/n", "--quiet"]
+    for s in ["data.n_train=80", "data.n_test=20", "fed.num_clients=6", "fed.rounds=3"]:
+        args += ["--set", s]
+    assert main([*args, "--set", "fed.allow_failures=true"]) == 0
+    err = capsys.readouterr().err
+    assert "round 2 is not checkpointed" in err and "Traceback" not in err
+    rounds = pd.read_csv("results/n/rounds.csv")
+    assert rounds[rounds["round"] >= 1].failures.tolist() == [0, 6, 0]

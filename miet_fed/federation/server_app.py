@@ -58,6 +58,7 @@ class Recorder:
         self.rounds = spec.config.fed.rounds
         self.progress = spec.config.run.progress
         self.failures = 0
+        self.countable: dict[int, bool] = {}  # round -> some device trained, all losses finite
         self._round: dict[str, Any] = {}
         self._t0 = time.perf_counter()
 
@@ -95,6 +96,9 @@ class Recorder:
         with self.path.open("a") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
         self._round[phase] = (float(np.mean(accs)) if accs else float("nan"), len(accs))
+        if phase == "train":
+            losses = [r.get("train_loss", float("nan")) for r in rows if "error" not in r]
+            self.countable[server_round] = bool(losses) and bool(np.isfinite(losses).all())
         return rows
 
     def elapsed(self) -> float:
@@ -163,7 +167,11 @@ def make_flower_strategy(
             replies = ordered("train", replies)
             rows = recorder.replies("train", server_round, replies, sent["train"])
             registry.update(server_round, rows)
-            arrays, metrics = super().aggregate_train(server_round, replies)
+            # A node whose every device failed replies with weight 0 and no arrays.
+            trained = [m for m in replies if m.has_error() or _weight(m) > 0]
+            if not any(not m.has_error() for m in trained):
+                return None, None  # nothing to aggregate: the global model stays
+            arrays, metrics = super().aggregate_train(server_round, trained)
             return as_float32(arrays), metrics
 
         def aggregate_evaluate(self, server_round, replies):  # noqa: ANN001
@@ -180,6 +188,10 @@ def make_flower_strategy(
         min_available_nodes=1,
         **strategy.flower_kwargs(fed),
     )
+
+
+def _weight(msg: Message) -> float:
+    return float(msg.content["metrics"]["num-examples"])
 
 
 def as_float32(arrays: ArrayRecord | None) -> ArrayRecord | None:
@@ -289,6 +301,13 @@ def run_server(grid: Grid, spec_path: str) -> None:
         first_round = spec.resume_round + 1
 
     def end_round(server_round: int, arrays: ArrayRecord) -> None:
+        if spec.checkpoint and not recorder.countable.get(server_round, True):
+            print(
+                f"miet-fed: round {server_round} is not checkpointed (no device trained, or a "
+                "loss was not finite); a resume redoes it",
+                file=sys.stderr,
+            )
+            return  # the last committed round's device states stay: a resume needs them
         if spec.checkpoint:
             state = flower_compat.strategy_state(flower, strategy.server_state)
             checkpoint.save_server(
