@@ -100,10 +100,16 @@ def test_two_simulations_share_one_backbone(ray_head, tmp_path, capsys):
         "--quiet",
         "--json",
     ]
+    # Each run in its own process, as a user would run them (and free of whatever Ray state
+    # earlier in-process tests left behind).
+    exe = str(Path(sys.executable).with_name("miet-fed"))
     summaries = []
     for out in ("results/c1", "results/c2"):
-        assert main([*args, "--out", out]) == 0
-        summaries.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+        proc = subprocess.run(
+            [exe, *args, "--out", out], capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        summaries.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     first, second = summaries
     assert first["features_computed"] == 80 and first["backbone_builds"] == 1
     # The second run found the detached actor alive: nothing computed, backbone not rebuilt.
