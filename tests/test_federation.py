@@ -192,21 +192,22 @@ def test_client_failure_is_reported_and_fails_the_run(tmp_path, monkeypatch, cap
     assert rounds.failures.tolist() == [1, 0] and rounds.clients_trained.tolist() == [3, 4]
 
 
-def test_killed_worker_process_is_one_failure_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
-    """SIGKILL the Ray worker running device 2 in round 2 (as the OOM killer would): with one
-    device per node that reply is one recorded failure; in a cohort, every device of that node
-    fails that round. The worker restarts and every later message is served again."""
+def test_killed_worker_loses_its_messages_once_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    """SIGKILL the Ray worker running device 2 in round 2 (as the OOM killer would): a message
+    whose worker was lost is sent once more, so messages Flower handed the worker while it was
+    restarting (seen in CI) run, and device 2 (killed again) is the failure; in a cohort, every
+    device of that node fails that round. The worker restarts and later rounds run in full."""
     from miet_fed.federation.client_app import FAULT_ENV
 
     monkeypatch.setenv(FAULT_ENV, "2:2:kill")
     args = [*_tiny_sim_args(tmp_path), "--set", "fed.rounds=3", "--set", "fed.allow_failures=true"]
     s = _simulate(capsys, *args, "--set", "fed.devices_per_node=1", "--out", "results/w")
-    assert s["failures"] == 1
     failures = pd.read_csv(Path("results/w/failures.csv"))
+    assert s["failures"] == len(failures) == 1
     assert failures[["round", "phase", "client"]].values.tolist() == [[2, "train", 2]]
     rounds = pd.read_csv(Path("results/w/rounds.csv"))
     rounds = rounds[rounds["round"] >= 1]
-    assert rounds.clients_trained.tolist() == [4, 3, 4]
+    assert rounds.clients_trained.tolist() == [4, 4 - len(failures), 4]
     assert rounds.clients_evaluated.tolist() == [4, 4, 4]
 
     s = _simulate(capsys, *args, "--out", "results/c")  # 4 devices on 2 cohort nodes

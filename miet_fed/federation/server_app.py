@@ -225,6 +225,35 @@ def map_nodes(grid: Grid, num_nodes: int, timeout: float = 120.0) -> dict[int, i
     return order
 
 
+WORKER_LOST = "ActorUnavailableError"  # Flower's error reason names Ray's exception class
+
+
+def send_and_receive(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
+    """Flower's send-and-receive, re-sending once each message whose Ray worker was lost (killed,
+    or restarting when Flower handed it the message): those never ran to the end, and a node's
+    work is idempotent (per-device state is written by round). A message that loses its worker
+    twice is a failure."""
+    sent = list(messages)
+    replies = list(grid.send_and_receive(messages=sent, timeout=timeout))
+    by_node = {int(m.metadata.dst_node_id): m for m in sent}
+    lost = [r for r in replies if r.has_error() and WORKER_LOST in str(r.error.reason)]
+    if not lost:
+        return replies
+    again = []
+    for reply in lost:
+        old = by_node[int(reply.metadata.src_node_id)]
+        again.append(
+            Message(
+                content=old.content,
+                dst_node_id=old.metadata.dst_node_id,
+                message_type=old.metadata.message_type,
+                group_id=old.metadata.group_id,
+            )
+        )
+    kept = [r for r in replies if all(r is not x for x in lost)]
+    return kept + list(grid.send_and_receive(messages=again, timeout=timeout))
+
+
 def run_rounds(
     strategy: Any,
     grid: Grid,
@@ -244,12 +273,12 @@ def run_rounds(
         evaluate_fn(0, arrays)
     for server_round in range(first_round, num_rounds + 1):
         messages = strategy.configure_train(server_round, arrays, train_config, grid)
-        replies = grid.send_and_receive(messages=messages, timeout=timeout)
+        replies = send_and_receive(grid, list(messages), timeout)
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
         messages = strategy.configure_evaluate(server_round, arrays, evaluate_config, grid)
-        replies = grid.send_and_receive(messages=messages, timeout=timeout)
+        replies = send_and_receive(grid, list(messages), timeout)
         strategy.aggregate_evaluate(server_round, replies)
         evaluate_fn(server_round, arrays)
         end_round(server_round, arrays)
