@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,20 +55,30 @@ def seconds_text(seconds: float) -> str:
 
 
 class RoundClock:
-    """Elapsed time and ETA from the rounds done so far (a resumed run counts from its start)."""
+    """Elapsed time and ETA from the rounds done so far (a resumed run counts from its start).
+
+    The first round this process runs also pays for start-up (Ray workers, first contact), so
+    once a second round is done the ETA comes from the rounds after the first alone."""
 
     def __init__(self, total_rounds: int, first_round: int = 1) -> None:
         self.total = total_rounds
         self.first = first_round
         self.start = time.perf_counter()
+        self._mark: tuple[int, float] | None = None  # (first round ticked, when)
 
     def tick(self, round_: int) -> tuple[float, float]:
         """(seconds since start, estimated seconds left) after `round_` completed."""
-        elapsed = time.perf_counter() - self.start
+        now = time.perf_counter()
+        elapsed = now - self.start
         done = round_ - self.first + 1
-        left = self.total - round_
-        eta = elapsed / done * left if done > 0 else math.inf
-        return elapsed, eta
+        left = max(self.total - round_, 0)
+        if self._mark is not None and round_ > self._mark[0]:
+            per_round = (now - self._mark[1]) / (round_ - self._mark[0])
+        else:
+            per_round = elapsed / done if done > 0 else math.inf
+        if self._mark is None:
+            self._mark = (round_, now)
+        return elapsed, per_round * left if left else 0.0
 
 
 class TextLogger:
@@ -78,8 +89,9 @@ class TextLogger:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def log_round(self, round_: int, scalars: dict[str, float]) -> None:
+        row = {"round": round_, **{k: _finite_or_none(v) for k, v in scalars.items()}}
         with (self.folder / SCALARS_FILE).open("a") as f:
-            f.write(json.dumps({"round": round_, **scalars}, default=float) + "\n")
+            f.write(json.dumps(row, default=float) + "\n")
 
     def log_text(self, line: str) -> None:
         with (self.folder / LOG_FILE).open("a") as f:
@@ -89,21 +101,33 @@ class TextLogger:
         return None
 
 
+def _finite_or_none(value: Any) -> Any:
+    """NaN and inf are not JSON: a missing value (no device evaluated) is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def tensorboard_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("tensorboard") is not None
 
 
+def check_tensorboard(enabled: bool) -> None:
+    """`run.tensorboard = true` without the package: one line, before any work starts."""
+    if enabled and not tensorboard_available():
+        raise MietError(
+            "run.tensorboard=true needs the tensorboard package: `.venv/bin/pip install "
+            "tensorboard` (then `tensorboard --logdir results`), or set run.tensorboard=false"
+        )
+
+
 class TensorBoardLogger:
     """Scalars per round for TensorBoard (torch's SummaryWriter; needs the tensorboard package)."""
 
     def __init__(self, logdir: Path) -> None:
-        if not tensorboard_available():
-            raise MietError(
-                "TensorBoard logging needs the tensorboard package: "
-                "`.venv/bin/pip install tensorboard`, or turn TensorBoard logging off"
-            )
+        check_tensorboard(True)
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(logdir))
@@ -127,11 +151,15 @@ class Hooks:
         self.loggers = loggers
         self.clock = RoundClock(total_rounds, first_round)
 
-    def round(self, round_: int, scalars: dict[str, float], note: str = "") -> str:
+    def round(
+        self, round_: int, scalars: dict[str, float], note: str = "", shown: str | None = None
+    ) -> str:
+        """Log one round and return its line; `shown` replaces the scalars as the line's text."""
         elapsed, eta = self.clock.tick(round_)
-        shown = ", ".join(
-            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in scalars.items()
-        )
+        if shown is None:
+            shown = ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in scalars.items()
+            )
         line = f"round {round_}/{self.clock.total}: {shown}{', ' + note if note else ''}, "
         line += f"{seconds_text(elapsed)}, ETA {seconds_text(eta)}"
         for logger in self.loggers:
@@ -155,6 +183,19 @@ class Hooks:
         self.close()
 
 
+#: Tracker factories every run of this process opens (`add_tracker`): folder -> RunLogger.
+TRACKERS: list[Callable[[Path], RunLogger]] = []
+
+
+def add_tracker(factory: Callable[[Path], RunLogger]) -> Callable[[Path], RunLogger]:
+    """Have every later run of this process (`miet-fed simulate`, `miet_fed.simulate`, whose
+    server runs in this process) log to a tracker of yours: `factory(run_folder)` returns an
+    object with log_round(round, scalars), log_text(line) and close(). Remove it with
+    `TRACKERS.remove(factory)`."""
+    TRACKERS.append(factory)
+    return factory
+
+
 def open_hooks(
     folder: Path,
     total_rounds: int,
@@ -163,10 +204,11 @@ def open_hooks(
     tensorboard: bool = False,
     extra: list[Any] | None = None,
 ) -> Hooks:
-    """The loggers of one run: its log.txt and scalars.jsonl, TensorBoard if asked, and any
-    tracker of the caller's (an object with log_round, log_text and close)."""
+    """The loggers of one run: its log.txt and scalars.jsonl, TensorBoard if asked, the
+    trackers added with `add_tracker`, and any tracker of the caller's (`extra`)."""
     loggers: list[Any] = [TextLogger(folder)]
     if tensorboard:
         loggers.append(TensorBoardLogger(Path(folder) / TENSORBOARD_DIR))
+    loggers += [factory(Path(folder)) for factory in TRACKERS]
     loggers += extra or []
     return Hooks(loggers, total_rounds, first_round)
