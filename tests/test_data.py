@@ -22,7 +22,7 @@ from miet_fed.data import (
     stratified_sample,
     vtab_split,
 )
-from miet_fed.data import datasets as ds
+from miet_fed.data.datasets import fashion_mnist as fm
 from miet_fed.errors import MietError
 
 # ---------------------------------------------------------------- built-ins
@@ -98,7 +98,7 @@ def test_missing_python_package(
 
 
 def test_fashion_mnist_missing_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(ds, "FASHION_MNIST_DIR", tmp_path / "absent")
+    monkeypatch.setattr(fm, "FASHION_MNIST_DIR", tmp_path / "absent")
     with pytest.raises(MietError) as e:
         load_dataset("fashion-mnist")
     msg = str(e.value)
@@ -130,7 +130,7 @@ def _fake_fashion(root: Path, n_train: int = 5, n_test: int = 2) -> tuple[np.nda
 
 def test_fashion_mnist_idx_parser(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     x, y = _fake_fashion(tmp_path / "fm")
-    monkeypatch.setattr(ds, "FASHION_MNIST_DIR", tmp_path / "fm")
+    monkeypatch.setattr(fm, "FASHION_MNIST_DIR", tmp_path / "fm")
     d = load_dataset("fashion-mnist")
     assert d.images.shape == (7, 4, 3) and d.images.dtype == np.uint8
     np.testing.assert_array_equal(d.images, x)
@@ -142,14 +142,14 @@ def test_fashion_mnist_partial_install(tmp_path: Path) -> None:
     _fake_fashion(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(MietError, match=r"--reinstall dataset-fashion-mnist.*t10k-labels"):
-        ds.load_fashion_mnist(tmp_path)
+        fm.load_fashion_mnist(tmp_path)
 
 
 def test_fashion_mnist_count_mismatch(tmp_path: Path) -> None:
     _fake_fashion(tmp_path)
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
     with pytest.raises(MietError, match="do not match"):
-        ds.load_fashion_mnist(tmp_path)
+        fm.load_fashion_mnist(tmp_path)
 
 
 def test_read_idx_uncompressed_wide_dtype(tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ def test_read_idx_errors(tmp_path: Path, raw: bytes, match: str) -> None:
         read_idx(tmp_path / "bad.gz")
 
 
-@pytest.mark.skipif(not ds.FASHION_MNIST_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(not fm.FASHION_MNIST_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
 def test_fashion_mnist_real() -> None:
     d = load_dataset("fashion-mnist")
     assert d.images.shape == (70000, 28, 28)
