@@ -125,6 +125,11 @@ class RunConfig:
     overwrite: bool = _h(
         False, "replace a results folder that holds a miet-fed run of other settings"
     )
+    tensorboard: bool = _h(
+        False,
+        "simulate: also write per-round scalars to <run>/tensorboard (needs the tensorboard "
+        "package); log.txt and scalars.jsonl are always written",
+    )
 
     def __post_init__(self) -> None:
         _require(

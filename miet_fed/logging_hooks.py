@@ -136,6 +136,7 @@ class TensorBoardLogger:
         for key, value in scalars.items():
             if isinstance(value, (int, float)) and math.isfinite(float(value)):
                 self.writer.add_scalar(key, float(value), round_)
+        self.writer.flush()  # readable while the run goes on
 
     def log_text(self, line: str) -> None:
         return None

@@ -36,7 +36,15 @@ _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 MARKER = ".miet-fed-run.json"
 #: Settings that do not change what a run computes: a rerun may differ in these.
 RUNTIME_ONLY = {
-    "run": {"progress", "ray_address", "out", "backbone_gpus", "checkpoint", "overwrite"},
+    "run": {
+        "progress",
+        "ray_address",
+        "out",
+        "backbone_gpus",
+        "checkpoint",
+        "overwrite",
+        "tensorboard",
+    },
     "model": {"device", "batch_size"},
 }
 

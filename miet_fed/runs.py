@@ -47,7 +47,7 @@ ID_COLUMNS: dict[str, str] = {
     "seed": "run.seed",
 }
 #: Config keys that never tell runs apart (where a run was written, whether bars were drawn).
-NOT_IDENTIFYING = {"run.out", "run.progress"}
+NOT_IDENTIFYING = {"run.out", "run.progress", "run.tensorboard"}
 TABLES = ("clients", "rounds", "epochs", "ledger", "partitions")
 FILES = {
     "clients": "clients.csv",

@@ -282,7 +282,7 @@ def _check_point(command: str, cfg: Any) -> None:
 
 def _comparable(cfg: Any) -> dict[str, Any]:
     d = to_dict(cfg)
-    d["run"] = {k: v for k, v in d["run"].items() if k not in ("out", "progress")}
+    d["run"] = {k: v for k, v in d["run"].items() if k not in ("out", "progress", "tensorboard")}
     return d
 
 

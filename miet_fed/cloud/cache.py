@@ -264,11 +264,14 @@ def fill(
     batch_size: int = 64,
     shard_size: int = 512,
     progress: bool = True,
+    report: Callable[[int, int], None] | None = None,
 ) -> int:
     """Compute and store features for the ids the cache lacks; returns how many were computed.
 
     `compute(images_batch) -> [B, *payload]` runs the backbone and gather. Shards are written every
-    `shard_size` images, so an interrupted extraction keeps what it finished.
+    `shard_size` images, so an interrupted extraction keeps what it finished. `report(done,
+    total)` is called after every batch (the Ray actor passes its progress on to the driver,
+    which draws the bar).
     """
     todo = store.missing(ids)
     if len(todo) == 0:
@@ -276,6 +279,7 @@ def fill(
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc="backbone", unit="img", disable=not progress, file=sys.stderr)
+    done = 0
     for start in range(0, len(todo), shard_size):
         chunk = todo[start : start + shard_size]
         encoded = []
@@ -283,6 +287,9 @@ def fill(
             batch = chunk[b : b + batch_size]
             encoded.append(codec.encode(compute(images[batch]), dtype))
             bar.update(len(batch))
+            done += len(batch)
+            if report is not None:
+                report(done, len(todo))
         store.add(chunk, {k: torch.cat([e[k] for e in encoded]) for k in encoded[0]})
     bar.close()
     return len(todo)

@@ -8,6 +8,7 @@ served, and knows the payload's shape and bytes without running anything.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,8 @@ class FeatureService:
         self.cache_hits = 0
         self.bytes_served = 0
         self.extract_seconds = 0.0
+        #: called as on_progress(done, total) after each backbone batch of an extraction
+        self.on_progress: Callable[[int, int], None] | None = None
 
     @property
     def backbone(self) -> CloudBackbone:
@@ -86,6 +89,7 @@ class FeatureService:
             self.cfg.dtype,
             batch_size=self.cfg.batch_size,
             progress=self.progress,
+            report=self.on_progress,
         )
         self.forwards += computed
         self.extract_seconds += time.perf_counter() - start

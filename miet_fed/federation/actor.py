@@ -10,6 +10,7 @@ server fills it before round 1, so no client ever builds a backbone.
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,20 @@ class BackboneServer:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         ds = load_dataset(dataset)
         self.service = FeatureService(model, ds.images, ds.fingerprint, Path(cache_root), progress)
+        self._progress = (0, 0)  # (images computed, images to compute) of the running ensure
+        self.service.on_progress = self._note
+
+    def _note(self, done: int, total: int) -> None:
+        self._progress = (done, total)
 
     def ensure(self, ids: np.ndarray) -> int:
+        self._progress = (0, 0)
         return self.service.ensure(ids)
+
+    def progress(self) -> tuple[int, int]:
+        """(computed, to compute) of the extraction running now: the driver polls it through
+        the actor's "progress" concurrency group while `ensure` runs, and draws the bar."""
+        return self._progress
 
     def features(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
         return self.service.features(ids)
@@ -73,13 +85,54 @@ def start_actor(
     # calls in flight when it died are retried.
     # With run.backbone_gpus > 0 Ray places the actor on a node with that many free GPUs and
     # makes them visible to it; model.device=auto then runs the backbone there.
+    # "progress": one more thread, so the driver can ask how far an extraction is while the
+    # default group (one call at a time) runs it.
     remote_cls = ray.remote(
-        num_cpus=0, num_gpus=run.backbone_gpus, max_restarts=3, max_task_retries=3
+        num_cpus=0,
+        num_gpus=run.backbone_gpus,
+        max_restarts=3,
+        max_task_retries=3,
+        concurrency_groups={PROGRESS_GROUP: 1},
     )(BackboneServer)
     options: dict[str, Any] = {"name": name, "namespace": namespace}
     if run.ray_address:  # on a user's cluster: detached, so the next run of a sweep reuses it
         options |= {"lifetime": "detached", "get_if_exists": True}
-    return remote_cls.options(**options).remote(model, dataset, cache_root, run.progress)
+    # No bar inside the actor: Ray would forward each of its updates as a new line.
+    return remote_cls.options(**options).remote(model, dataset, cache_root, False)
+
+
+PROGRESS_GROUP = "progress"
+
+
+def ensure_with_bar(actor: Any, ids: np.ndarray, show: bool, poll: float = 0.5) -> int:
+    """The actor computes the features the cache lacks among `ids`; this (the driver) process
+    draws one updating bar from the actor's progress, polled every `poll` seconds. Returns the
+    number of images computed."""
+    import ray
+
+    ref = actor.ensure.remote(ids)
+    bar = None
+    try:
+        while True:
+            ready, _ = ray.wait([ref], timeout=poll)
+            if show:
+                try:
+                    asked = actor.progress.options(concurrency_group=PROGRESS_GROUP).remote()
+                    done, total = ray.get(asked, timeout=10 * poll)
+                except Exception:  # noqa: BLE001 - a bar is not worth failing the run for
+                    done = total = 0
+                if total and bar is None:
+                    from tqdm import tqdm
+
+                    bar = tqdm(total=total, desc="backbone", unit="img", file=sys.stderr)
+                if bar is not None and done > bar.n:
+                    bar.update(done - bar.n)
+            if ready:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return ray.get(ref)
 
 
 #: Payload bytes a node process keeps between rounds (`MIET_FED_NODE_CACHE_MB`): a device's

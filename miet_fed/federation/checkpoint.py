@@ -45,7 +45,7 @@ CLIENTS = "devices"  # the device store (miet_fed.federation.device_store) lives
 #: Settings that do not change what a run computes (features are cached per image, whatever
 #: device or batch computed them): a resume may differ in these, e.g. on another cluster.
 RUNTIME_ONLY = {
-    "run": {"progress", "ray_address", "out", "backbone_gpus"},
+    "run": {"progress", "ray_address", "out", "backbone_gpus", "tensorboard"},
     "model": {"device", "batch_size"},
     "edge": {"device"},
 }

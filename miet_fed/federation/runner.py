@@ -33,6 +33,7 @@ from miet_fed.federation.population import sample_population
 from miet_fed.federation.ray_setup import _init_ray
 from miet_fed.federation.spec import RunSpec
 from miet_fed.federation.strategies import get_strategy
+from miet_fed.logging_hooks import check_tensorboard
 from miet_fed.paths import cache_dir
 from miet_fed.results import atomic_dir, run_identity, run_path, slug
 
@@ -64,6 +65,7 @@ def check_names(cfg: SimulateConfig) -> None:
     check_pair(cfg.edge.name, get_gather(cfg.model.gather).kind)
     check_dtype(cfg.model.dtype)
     get_strategy(cfg.fed.strategy)
+    check_tensorboard(cfg.run.tensorboard)
     if cfg.edge.device.startswith("cuda") and not cfg.fed.gpus_per_client:
         raise MietError(
             f"edge.device={cfg.edge.device} trains cohorts on a GPU but client workers get none: "
@@ -237,7 +239,7 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
     import ray
     from flwr.simulation import run_simulation
 
-    from miet_fed.federation.actor import start_actor
+    from miet_fed.federation.actor import ensure_with_bar, start_actor
     from miet_fed.federation.client_app import app as client_app
     from miet_fed.federation.server_app import make_server_app
 
@@ -258,7 +260,7 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
             prep.spec.namespace,
         )
         t1 = time.perf_counter()
-        timings["features_computed"] = ray.get(actor.ensure.remote(prep.used_ids))
+        timings["features_computed"] = ensure_with_bar(actor, prep.used_ids, cfg.run.progress)
         timings["extract_seconds"] = time.perf_counter() - t1
         timings["startup_seconds"] = time.perf_counter() - t0
         t2 = time.perf_counter()
