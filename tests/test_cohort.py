@@ -7,6 +7,8 @@ simulations with one device per node and with one node for all devices and compa
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -35,7 +37,17 @@ def _net(name: str, kind: str):
     return build_edge_network(name, kind, SHAPES[kind], 3, CFG)
 
 
-def _cohort(name: str, kind: str, engine: str, received_keys: str = "all") -> Cohort:
+def _fed(strategy: str) -> FedConfig:
+    """The strategy's own parameters at their defaults, with one epoch where they count epochs
+    (FedRep's head, FedBABU's fine-tuning)."""
+    params = STRATEGIES.get(strategy).Params
+    short = {f.name: 1 for f in dataclasses.fields(params) if f.name.endswith("epochs")}
+    return FedConfig(strategy=strategy, params=params(**short))
+
+
+def _cohort(
+    name: str, kind: str, engine: str, received_keys: str = "all", strategy: str = "fedavg"
+) -> Cohort:
     net = _net(name, kind)
     g = torch.Generator().manual_seed(1)
     data = []
@@ -57,7 +69,7 @@ def _cohort(name: str, kind: str, engine: str, received_keys: str = "all") -> Co
         received=received,
         optim=Optim(2, 4, 1e-2, 1e-2, "constant"),
         generators=[torch.Generator().manual_seed(100 + i) for i in range(len(SIZES))],
-        fed=FedConfig(head_epochs=1, finetune_epochs=1),
+        fed=_fed(strategy),
         engine=engine,
     )
 
@@ -135,7 +147,8 @@ def test_every_strategy_means_the_same_on_a_cohort(strategy):
     s = get_strategy(strategy)
     runs = {}
     for engine in ("loop", "stacked"):
-        c = _cohort("lae", "tokens", engine, received_keys=s.share if s.share != "none" else "all")
+        keys = s.share if s.share != "none" else "all"
+        c = _cohort("lae", "tokens", engine, received_keys=keys, strategy=strategy)
         train = s.local_update(c)
         personal = s.personal_eval(c)
         runs[engine] = (c, train, personal)
@@ -319,3 +332,57 @@ def test_a_round_that_cannot_count_is_not_checkpointed(tmp_path, capsys, monkeyp
     assert "round 2 is not checkpointed" in err and "Traceback" not in err
     rounds = pd.read_csv("results/n/rounds.csv")
     assert rounds[rounds["round"] >= 1].failures.tolist() == [0, 6, 0]
+
+
+def test_metric_row_sizes_equal_flowers_serializer():
+    """Each device's row carries the size of the MetricRecord it would send alone, computed per
+    item (fast); it must equal Flower's own serializer, the size field's own varint included."""
+    import random
+
+    from flwr.app import MetricRecord
+    from flwr.common.serde import metric_record_to_proto
+
+    from miet_fed.federation.client_app import _with_own_size, metric_record_bytes
+
+    rng = random.Random(0)
+    choices = [0, 0.0, -1, 127, 128, 2**40, -(2**40), 1.5e300, float("nan")]
+    for _ in range(500):
+        n = rng.randint(0, 12)
+        values = {f"key_{i}" * rng.randint(1, 3): rng.choice(choices) for i in range(n)}
+        size = metric_record_to_proto(MetricRecord(values)).ByteSize()
+        assert metric_record_bytes(values) == size
+        row = _with_own_size(values)
+        assert row["metrics_up_bytes"] == metric_record_to_proto(MetricRecord(row)).ByteSize()
+
+
+class _Disk:
+    """A stand-in for the on-disk cache: payload of image i is i in every entry."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def cached(self, ids):  # noqa: ANN001, ANN201
+        self.calls.append(len(ids))
+        x = torch.as_tensor(np.asarray(ids), dtype=torch.float32)
+        return {"z": x[:, None, None].expand(-1, 3, 2).clone(), "cls": x[:, None].clone()}
+
+
+def test_node_payload_table_keeps_order_warms_once_and_evicts(monkeypatch):
+    from miet_fed.federation import actor
+
+    disk = _Disk()
+    source = actor.FeatureSource(None, disk)
+    ids = np.array([7, 3, 7, 11])
+    out = source.kept(ids, warm=np.arange(20))
+    assert out["z"][:, 0, 0].tolist() == [7, 3, 7, 11] and out["cls"].shape == (4, 1)
+    assert source.fetched == 20 and disk.calls == [3, 17]  # the cohort first, then the run
+    again = source.kept(np.array([19, 0, 5]), warm=np.arange(20))
+    assert again["z"][:, 1, 1].tolist() == [19, 0, 5] and disk.calls == [3, 17]  # no refetch
+    assert source.kept(np.array([25, 3]))["cls"][:, 0].tolist() == [25, 3]
+    assert disk.calls == [3, 17, 1]
+
+    monkeypatch.setattr(actor, "NODE_CACHE_MB", 0)  # nothing fits: no warm-up, start over
+    small = actor.FeatureSource(None, disk)
+    assert small.kept(np.array([1, 2]), warm=np.arange(50))["cls"][:, 0].tolist() == [1, 2]
+    assert small.fetched == 2
+    assert small.kept(np.array([4]))["cls"][:, 0].tolist() == [4] and small._used == 1

@@ -22,12 +22,21 @@ from miet_fed.cloud.service import FeatureService
 from miet_fed.config import ModelConfig, RunConfig
 from miet_fed.data import load_dataset
 from miet_fed.errors import MietError
+from miet_fed.plugins import load_plugins
 
 
 class BackboneServer:
     """Plain class; `start_actor` wraps it with `ray.remote`. Also usable in-process."""
 
-    def __init__(self, model: ModelConfig, dataset: str, cache_root: str, progress: bool) -> None:
+    def __init__(
+        self,
+        model: ModelConfig,
+        dataset: str,
+        cache_root: str,
+        progress: bool,
+        plugins: tuple[str, ...] = (),
+    ) -> None:
+        load_plugins(plugins)  # a plugin's dataset or gather, in this (actor) process too
         # Ray gives an actor with num_cpus=0 one intra-op thread (OMP_NUM_THREADS=1). It reserves
         # no CPU so that Flower's client pool keeps every core, but it extracts features before
         # round 1, when those cores are idle: let torch use them.
@@ -98,7 +107,7 @@ def start_actor(
     if run.ray_address:  # on a user's cluster: detached, so the next run of a sweep reuses it
         options |= {"lifetime": "detached", "get_if_exists": True}
     # No bar inside the actor: Ray would forward each of its updates as a new line.
-    return remote_cls.options(**options).remote(model, dataset, cache_root, False)
+    return remote_cls.options(**options).remote(model, dataset, cache_root, False, run.plugins)
 
 
 PROGRESS_GROUP = "progress"
@@ -145,29 +154,65 @@ class FeatureSource:
 
     def __init__(self, actor: Any | None, local: BackboneServer | None) -> None:
         self._actor, self._local = actor, local
-        self._rows: dict[int, dict[str, torch.Tensor]] = {}  # image id -> its encoded payload
-        self._bytes = 0
+        self._table: dict[str, torch.Tensor] = {}  # kept payloads, one row per image
+        self._row = np.full(0, -1, dtype=np.int64)  # image id -> its row in the table, or -1
+        self._used = 0  # rows of the table in use
+        self._warmed = False
         self.fetched = 0  # images fetched by this process (a measure of refetching)
 
-    def kept(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
-        """Payloads of `ids`, fetched once per process and kept (up to NODE_CACHE_MB); one call
-        to the backbone for all the ids a node lacks, however many devices they belong to."""
+    def _nbytes(self) -> int:
+        return sum(v[: self._used].numel() * v.element_size() for v in self._table.values())
+
+    def _add(self, ids: np.ndarray, block: dict[str, torch.Tensor], exact: bool = False) -> None:
+        """Append `block` (the payloads of distinct `ids`); the table grows by half (amortized
+        copies), or to exactly what is needed when the caller knows it is the last add."""
+        n = len(ids)
+        if self._used + n > (len(next(iter(self._table.values()))) if self._table else 0):
+            cap = self._used + n + (0 if exact else self._used // 2 + 64)
+            grown = {k: v.new_empty((cap, *v.shape[1:])) for k, v in block.items()}
+            for k, v in self._table.items():
+                grown[k][: self._used] = v[: self._used]
+            self._table = grown
+        for k, v in block.items():
+            self._table[k][self._used : self._used + n] = v
+        top = int(ids.max()) + 1
+        if top > len(self._row):
+            self._row = np.concatenate([self._row, np.full(top - len(self._row), -1, np.int64)])
+        self._row[ids] = np.arange(self._used, self._used + n)
+        self._used += n
+        self.fetched += n
+
+    def _lacking(self, ids: np.ndarray) -> np.ndarray:
+        """The distinct ids among `ids` that the table does not hold."""
+        ids = np.unique(ids)
+        known = ids < len(self._row)
+        have = np.zeros(len(ids), dtype=bool)
+        have[known] = self._row[ids[known]] >= 0
+        return ids[~have]
+
+    def kept(self, ids: np.ndarray, warm: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Payloads of `ids` as one block, fetched once per process and kept (up to
+        NODE_CACHE_MB) in one table: one backbone call for all the ids a node lacks, however many
+        devices they belong to. `warm` (every image of the run) is fetched too on the first call,
+        if it fits, so a node never refetches when Flower runs it in another worker process."""
         ids = np.asarray(ids, dtype=np.int64)
-        missing = np.unique(np.asarray([i for i in ids.tolist() if i not in self._rows], np.int64))
-        if len(missing) and self._bytes > NODE_CACHE_MB << 20:
-            self._rows.clear()  # start over rather than grow without bound
-            self._bytes = 0
-            missing = np.unique(ids)
-        if len(missing):
-            block = self.features(missing)
-            self._bytes += sum(v.numel() * v.element_size() for v in block.values())
-            self.fetched += len(missing)
-            for j, i in enumerate(missing.tolist()):
-                self._rows[i] = {k: v[j] for k, v in block.items()}
         if not len(ids):
             return self.features(ids)
-        keys = self._rows[int(ids[0])].keys()
-        return {k: torch.stack([self._rows[i][k] for i in ids.tolist()]) for k in keys}
+        limit = NODE_CACHE_MB << 20
+        missing = self._lacking(ids)
+        if len(missing):
+            if self._nbytes() > limit:  # start over rather than grow without bound
+                self._table, self._row, self._used = {}, np.full(0, -1, np.int64), 0
+                missing = np.unique(ids)
+            self._add(missing, self.features(missing))
+        if warm is not None and not self._warmed:
+            self._warmed = True
+            rest = self._lacking(np.asarray(warm, dtype=np.int64))
+            per_image = self._nbytes() / self._used
+            if len(rest) and per_image * (self._used + len(rest)) <= limit:
+                self._add(rest, self.features(rest), exact=True)
+        index = torch.from_numpy(self._row[ids])
+        return {k: v.index_select(0, index) for k, v in self._table.items()}
 
     def features(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
         if self._actor is not None:

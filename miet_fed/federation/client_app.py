@@ -73,6 +73,16 @@ def _template(spec_path: str) -> tuple[EdgeNetwork, dict[str, torch.Tensor]]:
     return net, {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+@lru_cache(maxsize=2)
+def _run_images(spec_path: str) -> np.ndarray:
+    """Every image any device of the run holds: what a node process keeps for the run."""
+    spec = load_spec(spec_path)
+    return np.unique(np.concatenate([*spec.clients_train, *spec.clients_test, _NONE]))
+
+
 FAULT_ENV = "MIET_FED_INJECT_FAULT"  # "device:round[:kill][,...]": fail there (tests)
 
 
@@ -86,11 +96,30 @@ def _maybe_fail(client: int, server_round: int) -> None:
         raise RuntimeError(f"injected fault in client {client}, round {server_round}")
 
 
+@lru_cache(maxsize=65536)
+def _entry_bytes(key: str, kind: type, value: int) -> int:
+    """Serialized size of one MetricRecord item (a double's is fixed: its value is not a key)."""
+    return metric_record_to_proto(MetricRecord({key: kind(value)})).ByteSize()
+
+
+def metric_record_bytes(values: dict[str, Any]) -> int:
+    """`metric_record_to_proto(MetricRecord(values)).ByteSize()` without building the record:
+    a MetricRecord is a repeated field of items, so its size is the sum of its items' sizes
+    (tested against the real serializer)."""
+    return sum(
+        _entry_bytes(k, int, v) if isinstance(v, int) else _entry_bytes(k, float, 0)
+        for k, v in values.items()
+    )
+
+
 def _with_own_size(values: dict[str, Any]) -> dict[str, Any]:
     """A device's metrics plus the serialized size of the MetricRecord it would send alone."""
     values = {**values, "metrics_up_bytes": 0}
+    rest = metric_record_bytes(values) - _entry_bytes("metrics_up_bytes", int, 0)
     for _ in range(3):  # the size field's own varint can change the size: iterate to a fixpoint
-        values["metrics_up_bytes"] = metric_record_to_proto(MetricRecord(values)).ByteSize()
+        values["metrics_up_bytes"] = rest + _entry_bytes(
+            "metrics_up_bytes", int, values["metrics_up_bytes"]
+        )
     return values
 
 
@@ -129,17 +158,27 @@ class NodeCall:
         net, init = _template(self.spec_path)
         source = feature_source(self.spec_path)
         fetch_train = [need_train or f for f in self.first]
-        ids = [spec.clients_train[d] for d, t in zip(self.devices, fetch_train, strict=True) if t]
-        ids += [spec.clients_test[d] for d in self.devices]
-        source.kept(np.concatenate(ids))  # one backbone call for the whole cohort
+        parts = [
+            spec.clients_train[d] if t else _NONE
+            for d, t in zip(self.devices, fetch_train, strict=True)
+        ]
+        parts += [spec.clients_test[d] for d in self.devices]
+        ends = np.cumsum([len(p) for p in parts])
+        # One block for the whole cohort (one fetch, one copy); each device's data is a view.
+        block = source.kept(np.concatenate(parts), warm=_run_images(self.spec_path))
+        views = [
+            {k: v[end - len(p) : end] for k, v in block.items()}
+            for p, end in zip(parts, ends, strict=True)
+        ]
+        n = len(self.devices)
         data, slots = [], {"net": []}
-        for d, r, t in zip(self.devices, self.last, fetch_train, strict=True):
+        for i, (d, r, t) in enumerate(zip(self.devices, self.last, fetch_train, strict=True)):
             train_ids, test_ids = spec.clients_train[d], spec.clients_test[d]
             data.append(
                 DeviceData(
-                    x_train=source.kept(train_ids) if t else {},
+                    x_train=views[i] if t else {},
                     y_train=torch.from_numpy(spec.labels[train_ids]),
-                    x_test=source.kept(test_ids),
+                    x_test=views[n + i],
                     y_test=torch.from_numpy(spec.labels[test_ids]),
                 )
             )
@@ -209,15 +248,36 @@ def shared_mean(
     """The cohort's weighted mean of the shared part: with its total weight, FedAvg over nodes
     equals FedAvg over devices."""
     keys = shared_keys(net, part)
-    total = float(sum(weights))
-    mean = {
-        k: (sum(w * s[k].double() for s, w in zip(states, weights, strict=True)) / total).float()
-        for k in keys
-    }
-    return state_to_record(mean, keys)
+    w = torch.tensor(weights, dtype=torch.float64) / float(sum(weights))
+    mean = {k: torch.tensordot(w, torch.stack([s[k] for s in states]).double(), 1) for k in keys}
+    return state_to_record({k: v.float() for k, v in mean.items()}, keys)
+
+
+PROFILE_ENV = "MIET_FED_PROFILE"  # a folder: each node call's cProfile stats go there
+
+
+def profiled(fn: Any) -> Any:
+    """Developer aid: with MIET_FED_PROFILE set, dump each call's profile (in Ray workers too)."""
+
+    def wrapper(msg: Message, context: Context) -> Message:
+        folder = os.environ.get(PROFILE_ENV)
+        if not folder:
+            return fn(msg, context)
+        import cProfile
+
+        prof = cProfile.Profile()
+        try:
+            return prof.runcall(fn, msg, context)
+        finally:
+            os.makedirs(folder, exist_ok=True)
+            prof.dump_stats(os.path.join(folder, f"{fn.__name__}-{os.getpid()}-{time.time_ns()}"))
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
 
 
 @app.train()
+@profiled
 def train(msg: Message, context: Context) -> Message:
     call = NodeCall(msg, "train")
     if not call.devices:  # every device failed before training: only their failure rows
@@ -262,6 +322,7 @@ def train(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@profiled
 def evaluate(msg: Message, context: Context) -> Message:
     call = NodeCall(msg, "evaluate")
     cohort = call.cohort(need_train=call.strategy.eval_needs_train)
