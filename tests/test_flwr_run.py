@@ -56,6 +56,45 @@ def test_pyproject_app_config_is_the_simulate_config():
     assert app["config"] == app_config_tables()
 
 
+def _uv_sync_as_flower(project: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The command `flwr run` runs before each run (Flower 1.42,
+    flwr/supercore/superexec/dependency_installer.py), into a fresh environment."""
+    env = dict(
+        os.environ,
+        UV_PROJECT_ENVIRONMENT=str(project / "runtime-env"),
+        UV_CACHE_DIR=str(project / "uv-cache"),  # empty: nothing may come from a warm cache
+    )
+    cmd = [sys.executable, "-m", "uv", "sync", "--python", sys.executable, "--no-install-project"]
+    cmd += ["--no-install-package", "flwr", "--inexact", *extra]
+    return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_flwr_runtime_install_adds_nothing(tmp_path):
+    """A plain `flwr run .` must not install a CUDA torch (or anything) on top of what
+    `make install` installed: every dependency is overridden away for uv, and the `uv sync`
+    Flower runs makes no change, offline."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    deps = list(project["project"]["dependencies"])
+    deps += [d for group in project["project"]["optional-dependencies"].values() for d in group]
+    overrides = [Requirement(d) for d in project["tool"]["uv"]["override-dependencies"]]
+    assert {canonicalize_name(r.name) for r in overrides} == {
+        canonicalize_name(Requirement(d).name) for d in deps
+    }
+    assert all(r.marker is not None and not r.marker.evaluate() for r in overrides)
+
+    if subprocess.run([sys.executable, "-m", "uv", "--version"], capture_output=True).returncode:
+        pytest.skip("uv is not installed (Flower needs it only for runtime installs)")
+    (tmp_path / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
+    res = _uv_sync_as_flower(tmp_path, "--offline", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "Would make no changes" in res.stdout + res.stderr, res.stdout + res.stderr
+
+
 def test_bad_run_config_is_a_clear_error():
     with pytest.raises(MietError, match="fed.rounds must be >= 1"):
         run_from_flwr(_Grid(2), _context(**{"fed.rounds": 0}))
@@ -125,7 +164,6 @@ def test_flwr_run_end_to_end(tmp_path, tiny_npz):
         os.environ,  # MIET_FED_CACHE points into tmp_path (conftest)
         FLWR_HOME=str(home),
         FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(_free_port()),
-        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
         FLWR_DISABLE_UPDATE_CHECK="1",
         FLWR_TELEMETRY_ENABLED="0",
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `flwr` starts `flower-superlink`
@@ -135,6 +173,8 @@ def test_flwr_run_end_to_end(tmp_path, tiny_npz):
         "model.weights='random' model.img_size=32 fed.num_clients=5 fed.rounds=2 "
         f"data.n_train=60 data.n_test=20 run.out='{out}'"
     )
+    # A plain `flwr run .`: Flower's runtime dependency install (`uv sync`) runs and adds nothing.
+    env.pop("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", None)
     marker = f"FLWR_HOME={home}"
     try:
         res = _flwr(
@@ -164,6 +204,7 @@ def test_flwr_run_end_to_end(tmp_path, tiny_npz):
 
     assert f"results: {out}" in log
     assert "round 2/2" in log
+    assert "uv sync took" in log and "Installed:" not in log, log  # ran, installed nothing
     for name in ("summary.json", "clients.csv", "rounds.csv", "partitions.csv", "config.toml"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
