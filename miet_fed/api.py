@@ -23,20 +23,20 @@ from miet_fed.runs import Run, Runs, load_run, load_runs
 __all__ = ["Run", "Runs", "build", "load_run", "load_runs", "simulate", "tune"]
 
 
-def _overrides(overrides: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """{"fed.rounds": 3, "model.k": "9"} -> nested; strings are typed by the field, as --set."""
-    from miet_fed.config import _CliValue
+def _overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """{"fed.rounds": 3, "fed.fedprox.mu": "0.1"} -> nested; strings are typed by the field,
+    as --set types them."""
+    from miet_fed.config import CliValue, nest
 
-    nested: dict[str, dict[str, Any]] = {}
+    flat = {}
     for dotted, value in (overrides or {}).items():
-        if not isinstance(dotted, str) or dotted.count(".") != 1 or not all(dotted.split(".")):
+        if not isinstance(dotted, str) or "." not in dotted or not all(dotted.split(".")):
             raise MietError(
                 f"override key {dotted!r} is not 'section.key' (e.g. 'fed.rounds'): "
                 "overrides maps config keys to values, as --set does"
             )
-        section, key = dotted.split(".")
-        nested.setdefault(section, {})[key] = _CliValue(value) if isinstance(value, str) else value
-    return nested
+        flat[dotted] = CliValue(value) if isinstance(value, str) else value
+    return nest(flat, "overrides")
 
 
 def build(
@@ -47,7 +47,14 @@ def build(
 ) -> Any:
     """The validated config of `command` from a TOML path, a nested dict or a config object,
     with `overrides` and `out` on top (what the CLI builds from a file, --set and --out)."""
-    from miet_fed.config import SimulateConfig, TuneConfig, build_config, load_config, to_dict
+    from miet_fed.config import (
+        SimulateConfig,
+        TuneConfig,
+        build_config,
+        load_config,
+        merge,
+        to_dict,
+    )
 
     classes = {"tune": TuneConfig, "simulate": SimulateConfig}
     cls = classes[command]
@@ -70,11 +77,7 @@ def build(
             f"config must be a TOML path, a dict of sections or a {cls.__name__}, "
             f"got {type(config).__name__}"
         )
-    for section, values in extra.items():
-        if not isinstance(data.setdefault(section, {}), dict):
-            raise MietError(f"[{section}] in config must be a table of keys")
-        data[section].update(values)
-    return build_config(cls, data, "config")
+    return build_config(cls, merge(data, extra), "config")
 
 
 def _quiet(overrides: Mapping[str, Any] | None, quiet: bool) -> dict[str, Any]:

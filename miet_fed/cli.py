@@ -81,11 +81,23 @@ def add_common(p: argparse.ArgumentParser, default_config: str, command: str) ->
         p.add_argument("--num-clients", dest="num_clients", help="edge devices (fed.num_clients)")
         p.add_argument("--rounds", help="federated rounds (fed.rounds)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
+    add_plugin(p)
+
+
+def add_plugin(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a Python file that registers gathers, edge networks, strategies or datasets "
+        "(repeatable; added to run.plugins, so Ray workers load it too)",
+    )
 
 
 def overrides_of(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """--set pairs, then the named flags (which win), as nested overrides."""
-    from miet_fed.config import parse_overrides
+    from miet_fed.config import Extend, parse_overrides
 
     pairs = list(args.set)
     for flag, key in {**COMMON_FLAGS, **SIMULATE_FLAGS}.items():
@@ -96,7 +108,10 @@ def overrides_of(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         pairs.append("run.progress=false")
     if getattr(args, "overwrite", False):
         pairs.append("run.overwrite=true")
-    return parse_overrides(pairs)
+    overrides = parse_overrides(pairs)
+    if getattr(args, "plugin", None):  # added to a config file's run.plugins, not replacing them
+        overrides.setdefault("run", {})["plugins"] = Extend(args.plugin)
+    return overrides
 
 
 def _print_summary(args: argparse.Namespace, table: Any, summary: dict[str, Any]) -> None:

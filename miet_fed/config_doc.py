@@ -48,17 +48,17 @@ def toml_value(value: Any) -> str:
 
 def commented_toml(command: str, cfg: Any, source: str) -> str:
     """The effective config as TOML; above each key its help, valid values and default."""
-    from miet_fed.config import describe, to_dict
+    from miet_fed.config import describe
 
-    values = to_dict(cfg)
+    values = _flat(cfg)
     lines = [f"# miet-fed {command}: the effective config of this command line ({source})"]
     section = ""
-    for k in describe(type(cfg)):
-        name, key = k.key.split(".", 1)
+    for k in describe(type(cfg)):  # a strategy's own keys: [fed.<strategy>], after [fed]
+        name, key = k.key.rsplit(".", 1)
         if name != section:
             section = name
             lines += ["", f"[{name}]"]
-        value = values[name][key]
+        value = values.get(k.key, k.default)  # another strategy's table: its defaults
         changed = "  # changed" if value != k.default else ""
         lines.append(f"# {k.help}")
         lines.append(f"# allowed: {k.allowed}; default: {toml_value(k.default)}")
@@ -165,16 +165,18 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(cls, args.config, overrides)
     if args.json:
         values = json.loads(json.dumps({k: v for k, v in _flat(cfg).items()}))
-        keys = [{**k._asdict(), "value": values[k.key]} for k in describe(cls)]
+        keys = [{**k._asdict(), "value": values.get(k.key, k.default)} for k in describe(cls)]
         print(json.dumps(keys))
         return 0
-    n_set = sum(len(v) for v in overrides.values())
+    from miet_fed.config import flatten
+
+    n_set = len(flatten(overrides))
     source = f"file: {args.config or 'built-in defaults'}; {n_set} override(s) from the flags"
     print(commented_toml(which, cfg, source), end="")
     return 0
 
 
 def _flat(cfg: Any) -> dict[str, Any]:
-    from miet_fed.config import to_dict
+    from miet_fed.config import flatten, to_dict
 
-    return {f"{s}.{k}": v for s, table in to_dict(cfg).items() for k, v in table.items()}
+    return flatten(to_dict(cfg))

@@ -79,18 +79,14 @@ def integer_bytes(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _flat_config(path: Path) -> dict[str, Any]:
-    """config.toml as {"section.key": value}, read generically (older or newer keys alike)."""
-    from miet_fed.config import read_toml
+    """config.toml as {"section.key": value} (a strategy's own table as "fed.<strategy>.key"),
+    read generically (older or newer keys alike)."""
+    from miet_fed.config import flatten, read_toml
 
     if not path.is_file():
         return {}
-    return {
-        f"{section}.{key}": value
-        for section, table in read_toml(path).items()
-        if isinstance(table, dict)
-        for key, value in table.items()
-        if not isinstance(value, (dict, list))
-    }
+    flat = flatten({s: t for s, t in read_toml(path).items() if isinstance(t, dict)})
+    return {k: v for k, v in flat.items() if not isinstance(v, list)}
 
 
 class Run:

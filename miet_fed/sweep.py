@@ -35,6 +35,9 @@ from miet_fed.config import (
     SimulateConfig,
     TuneConfig,
     build_config,
+    flatten,
+    merge,
+    nest,
     parse_overrides,
     read_toml,
     to_dict,
@@ -113,7 +116,7 @@ def _flatten(table: dict[str, Any], where: str, prefix: str = "") -> dict[str, A
         else:
             flat[dotted] = value
     for dotted in flat:
-        if dotted.count(".") != 1 or not all(dotted.split(".")):
+        if "." not in dotted or not all(dotted.split(".")):
             raise MietError(
                 f"{where}: '{dotted}' is not a section.key config key (e.g. fed.rounds)"
             )
@@ -191,11 +194,7 @@ def parse_sweep(data: dict[str, Any], source: str, default_name: str = "sweep") 
 
 def add_set(sweep: Sweep, pairs: Iterable[str]) -> Sweep:
     """Command-line "section.key=value" pairs (typed by the field) on top of [set]."""
-    extra = {
-        f"{section}.{key}": value
-        for section, values in parse_overrides(list(pairs)).items()
-        for key, value in values.items()
-    }
+    extra = flatten(parse_overrides(list(pairs)))
     _flatten(extra, "--set")  # same checks as [set]
     return replace(sweep, fixed={**sweep.fixed, **extra})
 
@@ -238,22 +237,15 @@ def varied_keys(sweep: Sweep) -> list[str]:
     return keys + [k for k in sweep.grid if k not in keys]
 
 
-def _nested(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for dotted, value in flat.items():
-        section, key = dotted.split(".", 1)
-        out.setdefault(section, {})[key] = value
-    return out
-
-
-def _lookup(cfg: Any, dotted: str) -> Any:
-    section, key = dotted.split(".", 1)
-    return getattr(getattr(cfg, section), key)
+def _lookup(cfg: Any, dotted: str, given: Any) -> Any:
+    """The point's value of `dotted` as built (typed); `given` for a table the config does not
+    keep (another strategy's parameters)."""
+    return flatten(to_dict(cfg)).get(dotted, given)
 
 
 def _labels(keys: list[str]) -> dict[str, str]:
     """Short folder-name labels: `fed.num_clients` -> `num_clients`, `edge.name` -> `edge`."""
-    short = {k: (k.split(".")[0] if k.endswith(".name") else k.split(".")[1]) for k in keys}
+    short = {k: (k.split(".")[0] if k.endswith(".name") else k.split(".")[-1]) for k in keys}
     counts = {s: list(short.values()).count(s) for s in short.values()}
     return {k: (s if counts[s] == 1 else k.replace(".", "_")) for k, s in short.items()}
 
@@ -321,11 +313,10 @@ def plan(sweep: Sweep, out: Path, quiet: bool = False, check_data: bool = True) 
     seen: dict[str, int] = {}
     overrides_list = expand(sweep)
     for i, overrides in enumerate(overrides_list, start=1):
-        data = {s: dict(v) if isinstance(v, dict) else v for s, v in base.items()}
-        for section, values in _nested({**sweep.fixed, **overrides}).items():
-            if section in data and not isinstance(data[section], dict):
-                raise MietError(f"[{section}] in {sweep.base} must be a table of keys")
-            data.setdefault(section, {}).update(values)
+        try:
+            data = merge(base, nest({**sweep.fixed, **overrides}, sweep.source))
+        except MietError as exc:
+            raise MietError(f"{exc} in {sweep.base}") from None
         desc = " ".join(f"{k}={_fmt(v)}" for k, v in overrides.items()) or "base config"
         where = f"{sweep.source} (point {i}: {desc})"
         try:
@@ -334,7 +325,8 @@ def plan(sweep: Sweep, out: Path, quiet: bool = False, check_data: bool = True) 
                 _check_point(sweep.command, cfg)
         except MietError as exc:  # say which point, once
             raise MietError(str(exc) if where in str(exc) else f"{exc} [{where}]") from None
-        values = {k: _lookup(cfg, k) for k in keys}
+        given = {**sweep.fixed, **overrides}
+        values = {k: _lookup(cfg, k, given.get(k)) for k in keys}
         name = slug(*(f"{labels[k]}_{_fmt(v)}" for k, v in values.items())) or "base"
         if name in seen:
             raise MietError(

@@ -59,7 +59,7 @@ SIMULATE_CASES = {
         ["--set", "fed.clients_per_round=50"],
         "fed.clients_per_round must be in 0..fed.num_clients",
     ),
-    "bad link": (["--set", "link.up_mbps=0"], "link bandwidths must be > 0"),
+    "bad link": (["--set", "link.up_mbps=0"], "link.up_mbps must be > 0"),
     "negative backbone GPUs": (["--set", "run.backbone_gpus=-1"], "run.backbone_gpus must be >= 0"),
     "edge GPU without worker GPUs": (["--set", "edge.device=cuda"], "fed.gpus_per_client"),
     "unknown edge device": (["--set", "edge.device=tpu"], "edge.device must be auto, cpu"),

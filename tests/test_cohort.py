@@ -7,6 +7,7 @@ simulations with one device per node and with one node for all devices and compa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -35,7 +36,17 @@ def _net(name: str, kind: str):
     return build_edge_network(name, kind, SHAPES[kind], 3, CFG)
 
 
-def _cohort(name: str, kind: str, engine: str, received_keys: str = "all") -> Cohort:
+def _fed(strategy: str) -> FedConfig:
+    """The strategy's own parameters at their defaults, with one epoch where they count epochs
+    (FedRep's head, FedBABU's fine-tuning)."""
+    params = STRATEGIES.get(strategy).Params
+    short = {f.name: 1 for f in dataclasses.fields(params) if f.name.endswith("epochs")}
+    return FedConfig(strategy=strategy, params=params(**short))
+
+
+def _cohort(
+    name: str, kind: str, engine: str, received_keys: str = "all", strategy: str = "fedavg"
+) -> Cohort:
     net = _net(name, kind)
     g = torch.Generator().manual_seed(1)
     data = []
@@ -57,7 +68,7 @@ def _cohort(name: str, kind: str, engine: str, received_keys: str = "all") -> Co
         received=received,
         optim=Optim(2, 4, 1e-2, 1e-2, "constant"),
         generators=[torch.Generator().manual_seed(100 + i) for i in range(len(SIZES))],
-        fed=FedConfig(head_epochs=1, finetune_epochs=1),
+        fed=_fed(strategy),
         engine=engine,
     )
 
@@ -135,7 +146,8 @@ def test_every_strategy_means_the_same_on_a_cohort(strategy):
     s = get_strategy(strategy)
     runs = {}
     for engine in ("loop", "stacked"):
-        c = _cohort("lae", "tokens", engine, received_keys=s.share if s.share != "none" else "all")
+        keys = s.share if s.share != "none" else "all"
+        c = _cohort("lae", "tokens", engine, received_keys=keys, strategy=strategy)
         train = s.local_update(c)
         personal = s.personal_eval(c)
         runs[engine] = (c, train, personal)

@@ -14,8 +14,13 @@ from miet_fed.errors import MietError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_shipped_tune_config_equals_builtin_defaults():
+def test_shipped_configs_equal_builtin_defaults():
+    """configs/*.toml are small overlays that name the experiment's settings; the dataclasses
+    hold the defaults, and the two agree."""
+    from miet_fed.config import SimulateConfig
+
     assert load_config(TuneConfig, ROOT / "configs" / "tune.toml", {}) == TuneConfig()
+    assert load_config(SimulateConfig, ROOT / "configs" / "simulate.toml", {}) == SimulateConfig()
 
 
 def test_overrides_are_typed_by_field():

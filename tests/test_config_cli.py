@@ -12,7 +12,6 @@ import pytest
 from miet_fed import __version__
 from miet_fed.cli import COMMANDS, TOOL_COMMANDS, build_parser, main
 from miet_fed.config import (
-    ALLOWED,
     SimulateConfig,
     TuneConfig,
     build_config,
@@ -36,8 +35,8 @@ def _out(capsys, *argv: str) -> str:
 def test_config_lists_every_key_with_default_allowed_and_help(capsys, command, cls):
     text = _out(capsys, "config", command)
     for k in describe(cls):
-        section, key = k.key.split(".")
-        assert f"\n{key} = " in text, k.key
+        section, key = k.key.rsplit(".", 1)
+        assert f"\n[{section}]\n" in text and f"\n{key} = " in text, k.key
         assert f"# {k.help}\n" in text and f"# allowed: {k.allowed}; default: " in text
     assert "# changed" not in text  # nothing changed: the built-in defaults
 
@@ -97,7 +96,7 @@ def test_help_names_only_commands_that_exist(capsys):
             assert name in commands, (name, text[:200])
 
 
-def _violations(key: str, rule: str) -> tuple[float, float] | None:
+def _violations(rule: str) -> tuple[float, float] | None:
     """(a value the rule allows, one it forbids) for '>= x' and '> x' rules."""
     m = re.fullmatch(r"(>=|>) (-?[\d.]+)(?: .*)?", rule)
     if m is None:
@@ -106,14 +105,30 @@ def _violations(key: str, rule: str) -> tuple[float, float] | None:
     return (bound, bound - 1) if m.group(1) == ">=" else (bound + 0.5, bound)
 
 
-@pytest.mark.parametrize("key", sorted(k for k in ALLOWED if _violations(k, ALLOWED[k])))
+RANGED = {k.key: k.allowed for k in describe(SimulateConfig) if _violations(k.allowed)}
+
+
+def _set(key: str, value: object) -> dict:
+    """`key` (section.key, or fed.<strategy>.key with that strategy chosen) = value."""
+    parts = key.split(".")
+    extra = {"rank": {"heads": 1}, "heads": {"rank": 1}}.get(parts[-1], {})
+    if len(parts) == 3:
+        return {"fed": {"strategy": parts[1], parts[1]: {parts[2]: value}}}
+    return {parts[0]: {parts[1]: value, **extra}}
+
+
+def test_every_range_is_documented_and_enforced():
+    """Strategy parameters too: each strategy's table is checked like the sections."""
+    assert {"fed.fedprox.mu", "fed.alpha", "train.lr", "model.k"} <= set(RANGED)
+
+
+@pytest.mark.parametrize("key", sorted(RANGED))
 def test_documented_ranges_are_the_ones_the_config_enforces(key):
-    section, name = key.split(".")
-    good, bad = _violations(key, ALLOWED[key])
-    typ = type(getattr(getattr(SimulateConfig(), section), name))
-    extra = {"rank": {"heads": 1}, "heads": {"rank": 1}}.get(name, {})
-    build_config(SimulateConfig, {section: {name: typ(good), **extra}})
+    good, bad = _violations(RANGED[key])
+    default = next(k.default for k in describe(SimulateConfig) if k.key == key)
+    typ = type(default)
+    build_config(SimulateConfig, _set(key, typ(good)))
     if key == "fed.classes_per_client":
         return  # checked when partitioning, against the dataset's classes
     with pytest.raises(MietError):
-        build_config(SimulateConfig, {section: {name: typ(bad), **extra}})
+        build_config(SimulateConfig, _set(key, typ(bad)))

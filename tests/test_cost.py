@@ -1,4 +1,5 @@
-"""The cost model is pure arithmetic: checked against the paper's worked numbers, without torch."""
+"""The cost model is pure arithmetic: checked against the paper's worked numbers, without torch;
+edge parameter counts come from the networks themselves (meta device)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_cost_module_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
-# ---- Edge network parameter counts: the formulas against the real torch modules ----------------
+# ---- Edge network parameter counts: counted on the meta device, equal to the real modules -----
 
 EDGE_CASES = [
     ("lae", (65, 384), 10, 32, 2, 4, "cls+mean"),
@@ -66,9 +67,9 @@ EDGE_CASES = [
 
 
 @pytest.mark.parametrize("case", EDGE_CASES, ids=lambda c: f"{c[0]}-{'x'.join(map(str, c[1]))}")
-def test_edge_param_counts_match_torch_networks(case):
+def test_meta_param_counts_match_torch_networks(case):
     from miet_fed.config import EdgeConfig
-    from miet_fed.edge.networks import build_edge_network
+    from miet_fed.edge.networks import build_edge_network, param_counts
 
     edge, shape, classes, rank, blocks, heads, pool = case
     kind = {1: "vector", 2: "tokens", 3: "layers"}[len(shape)]
@@ -77,24 +78,27 @@ def test_edge_param_counts_match_torch_networks(case):
     state = net.state_dict()
     head = sum(state[k].numel() for k in net.head_keys())
     body = sum(state[k].numel() for k in net.body_keys())
-    counts = cost.edge_param_counts(edge, shape, classes, rank, blocks, heads, pool)
+    counts = param_counts(edge, kind, shape, classes, cfg)
     assert counts == {"head": head, "body": body, "total": head + body}
     assert counts["total"] == sum(p.numel() for p in net.parameters())
 
 
-def test_edge_param_counts_reject_bad_input():
+def test_param_counts_reject_bad_input():
+    from miet_fed.config import EdgeConfig
+    from miet_fed.edge.networks import param_counts
+
     with pytest.raises(MietError, match="unknown edge network 'mlp'; valid: ladder, lae, linear"):
-        cost.edge_param_counts("mlp", (5, 8), 2, 4, 1, 2, "cls")
-    with pytest.raises(MietError, match="cannot read a payload"):
-        cost.edge_param_counts("lae", (8,), 2, 4, 1, 2, "cls")
+        EdgeConfig(name="mlp")
+    with pytest.raises(MietError, match="consumes tokens payloads"):
+        param_counts("lae", "vector", (8,), 2, EdgeConfig(rank=4, heads=2))
     with pytest.raises(MietError, match="divisible"):
-        cost.edge_param_counts("lae", (5, 8), 2, 6, 1, 4, "cls")
-    with pytest.raises(MietError, match="unknown edge pool"):
-        cost.edge_param_counts("lae", (5, 8), 2, 4, 1, 2, "max")
+        EdgeConfig(rank=6, heads=4)
+    with pytest.raises(MietError, match="unknown edge.pool"):
+        EdgeConfig(pool="max")
 
 
 def test_shared_params_and_run_bytes():
-    counts = cost.edge_param_counts("lae", (65, 384), 10, 32, 2, 4, "cls+mean")
+    counts = {"head": 7690, "body": 102336, "total": 110026}
     assert [cost.shared_params(counts, s) for s in cost.SHARE_PARTS] == [
         counts["total"],
         counts["body"],
@@ -109,12 +113,3 @@ def test_shared_params_and_run_bytes():
     assert cost.run_param_bytes(body, [5, 4], 2, bytes_per_param=2) == 2 * 9 * body * 2
     with pytest.raises(ValueError, match="3 rounds"):
         cost.run_param_bytes(body, [5, 4], 3)
-
-
-def test_edge_param_counts_do_not_import_torch():
-    code = (
-        "import sys, miet_fed.comm.cost as c; c.edge_param_counts('ladder',(3,5,8),2,4,1,2,'cls'); "
-        "print('torch' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"

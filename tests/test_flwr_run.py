@@ -39,9 +39,10 @@ class _Grid:
 
 def _context(**keys: object) -> SimpleNamespace:
     """Flower's run config: the pyproject tables, flattened, with `keys` on top."""
+    from miet_fed.config import flatten
     from miet_fed.federation.flwr_app import app_config_tables
 
-    flat = {f"{s}.{k}": v for s, values in app_config_tables().items() for k, v in values.items()}
+    flat = flatten(app_config_tables())
     return SimpleNamespace(run_config={**flat, **keys})
 
 

@@ -61,93 +61,12 @@ def weight_exchange_bytes(
     return 2 * participants * shared_params * bytes_per_param * rounds
 
 
-# ---- Edge network parameters, by formula (must match miet_fed.edge.networks exactly) ----------
+# ---- Edge network parameters ------------------------------------------------------------------
+# Counted on the network itself (`miet_fed.edge.networks.param_counts`, built on the meta
+# device), so a new network needs no formula here.
 
-#: Token pooling modes of the edge networks (mirrors `miet_fed.edge.networks.POOLS`, torch-free).
-POOLS = ("cls", "mean", "cls+mean")
 #: Parts of an edge network a federated strategy can share (mirrors `federation.sharing.PARTS`).
 SHARE_PARTS = ("all", "body", "head", "none")
-
-Shape = tuple[int, ...]
-
-
-def _layer_norm(dim: int) -> int:
-    return 2 * dim  # weight + bias
-
-
-def _linear(fan_in: int, fan_out: int) -> int:
-    return fan_in * fan_out + fan_out  # weight + bias
-
-
-def _low_rank_attention(dim: int, rank: int) -> int:
-    """norm + qkv Linear(dim, 3*rank) + up Linear(rank, dim)."""
-    return _layer_norm(dim) + _linear(dim, 3 * rank) + _linear(rank, dim)
-
-
-def _pooled_dim(dim: int, pool: str) -> int:
-    return 2 * dim if pool == "cls+mean" else dim
-
-
-def _lae(shape: Shape, classes: int, rank: int, blocks: int, pool: str) -> tuple[int, int]:
-    dim = shape[-1]
-    body = 2 * _layer_norm(dim) + blocks * _low_rank_attention(dim, rank)
-    return _linear(_pooled_dim(dim, pool), classes), body
-
-
-def _linear_head(shape: Shape, classes: int, rank: int, blocks: int, pool: str) -> tuple[int, int]:
-    width = _pooled_dim(shape[-1], pool) if len(shape) == 2 else shape[-1]
-    return _linear(width, classes), _layer_norm(width)
-
-
-def _ladder(shape: Shape, classes: int, rank: int, blocks: int, pool: str) -> tuple[int, int]:
-    maps, _, dim = shape
-    body = (maps + 1) * _layer_norm(dim) + (maps - 1) * _low_rank_attention(dim, rank)
-    return _linear(_pooled_dim(dim, pool), classes), body
-
-
-#: edge network -> (payload ranks it reads, (head, body) parameter formula).
-_EDGE_FORMULAS = {
-    "lae": ((2,), _lae),
-    "linear": ((1, 2), _linear_head),
-    "ladder": ((3,), _ladder),
-}
-
-
-def edge_param_counts(
-    edge: str,
-    payload_shape: tuple[int, ...],
-    num_classes: int,
-    rank: int,
-    blocks: int,
-    heads: int,
-    pool: str,
-) -> dict[str, int]:
-    """Parameters of an edge network on one image's payload: {"head", "body", "total"}.
-
-    `head` is the classifier (keys under `head.`), `body` everything else, as federated strategies
-    split them. Pure arithmetic from the dims; tests hold it equal to the torch modules.
-    """
-    if edge not in _EDGE_FORMULAS:
-        valid = ", ".join(sorted(_EDGE_FORMULAS))
-        raise MietError(f"unknown edge network '{edge}'; valid: {valid}")
-    ranks, formula = _EDGE_FORMULAS[edge]
-    shape = tuple(int(s) for s in payload_shape)
-    if len(shape) not in ranks or min(shape, default=0) < 1:
-        raise MietError(
-            f"edge network '{edge}' cannot read a payload of shape {shape}; "
-            f"it needs {' or '.join(f'{r}-D' for r in ranks)}"
-        )
-    if num_classes < 1:
-        raise MietError(f"number of classes must be >= 1, got {num_classes}")
-    if rank < 1 or blocks < 0 or heads < 1 or rank % heads:
-        raise MietError(
-            f"edge rank {rank}, blocks {blocks}, heads {heads}: need rank >= 1, blocks >= 0, "
-            "heads >= 1 and rank divisible by heads"
-        )
-    if pool not in POOLS:
-        raise MietError(f"unknown edge pool '{pool}'; valid: {', '.join(POOLS)}")
-    head, body = formula(shape, num_classes, rank, blocks, pool)
-    return {"head": head, "body": body, "total": head + body}
 
 
 def shared_params(counts: dict[str, int], share: str) -> int:

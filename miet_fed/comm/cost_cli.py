@@ -1,8 +1,11 @@
 """`miet-fed cost`: what crosses the network per image, for every gather and dtype of a timm ViT.
 
-The backbone is built on the meta device (`describe_vit`), so any timm ViT works without weights.
-Byte counts come from `miet_fed.comm.cost`, the same formulas the ledger is tested against. The
-table is reusable: `cost_report` returns plain data, `rows_frame`/`comparisons_frame` make tables.
+The backbone is built on the meta device (`describe_vit`), so any timm ViT works without weights,
+and so is the edge network (`miet_fed.edge.networks.param_counts`): its parameter counts come
+from the network itself, whatever network (a plugin's too, `--plugin`). Byte counts come from
+`miet_fed.comm.cost`, the same formulas the ledger is tested against; the gathers are the
+registered ones. The table is reusable: `cost_report` returns plain data,
+`rows_frame`/`comparisons_frame` make tables.
 """
 
 from __future__ import annotations
@@ -18,10 +21,7 @@ from miet_fed.units import human_bytes
 
 HELP = "communication cost per image: every gather x dtype of a timm ViT (no weights needed)"
 
-GATHERS = ("sum", "last", "all", "cls")
 DTYPES = tuple(cost.DTYPE_BYTES)
-#: The gather each edge network is priced on unless --edge-gather says otherwise.
-EDGE_GATHER = {"lae": "sum", "linear": "cls", "ladder": "all"}
 _NUMERIC = {"k", "bytes_per_image", "bytes", "params", "vs_raw_image", "vs_gather_star_fp32"}
 
 
@@ -34,13 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--k", type=int, default=None, help="gather z_0 .. z_k; None = the depth")
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated wire dtypes")
-    parser.add_argument("--gathers", default=",".join(GATHERS), help="comma-separated gathers")
+    parser.add_argument(
+        "--gathers", default=None, help="comma-separated gathers (default: every registered one)"
+    )
     parser.add_argument("--edge", default=edge.name, help="edge network priced for weight exchange")
     parser.add_argument(
         "--edge-gather",
         dest="edge_gather",
         default=None,
-        help="payload the edge network reads; None = lae:sum, linear:cls, ladder:all",
+        help="payload the edge network reads; None = the one it declares (lae: sum, linear: "
+        "cls, ladder: all)",
     )
     parser.add_argument("--rank", type=int, default=edge.rank, help="edge attention rank")
     parser.add_argument("--blocks", type=int, default=edge.blocks, help="lae low-rank blocks")
@@ -50,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the report as one JSON line last"
     )
+    from miet_fed.cli import add_plugin
+
+    add_plugin(parser)
 
 
 def _names(text: str, flag: str) -> list[str]:
@@ -66,30 +72,19 @@ def _ratio(num: int, den: int) -> float:
 def _edge_params(
     edge: EdgeConfig, gather: str, dims: tuple[int, int, int], classes: int
 ) -> dict[str, int]:
-    """Edge parameter counts on `gather`'s payload for (tokens, dim, k); a clear error if unfit."""
+    """Edge parameter counts on `gather`'s payload for (tokens, dim, k), counted on the network
+    built on the meta device; a clear error if it cannot read that payload."""
+    from miet_fed.cloud.gather import get_gather
+    from miet_fed.edge.networks import gathers_for, param_counts
 
-    def counts(g: str) -> dict[str, int]:
-        shape = cost.gather_payload_shape(g, *dims)
-        return cost.edge_param_counts(
-            edge.name, shape, classes, edge.rank, edge.blocks, edge.heads, edge.pool
+    g = get_gather(gather)
+    fits = gathers_for(edge.name)
+    if gather not in fits:
+        raise MietError(
+            f"edge network '{edge.name}' cannot read the '{gather}' payload; "
+            f"use --edge-gather {' or '.join(fits)}"
         )
-
-    try:
-        return counts(gather)
-    except MietError as exc:
-        if "cannot read" not in str(exc):
-            raise
-    fits = []
-    for g in GATHERS:
-        try:
-            counts(g)
-            fits.append(g)
-        except MietError:
-            pass
-    raise MietError(
-        f"edge network '{edge.name}' cannot read the '{gather}' payload; "
-        f"use --edge-gather {' or '.join(fits)}"
-    )
+    return param_counts(edge.name, g.kind, g.payload_shape(*dims), classes, edge)
 
 
 def cost_report(
@@ -97,12 +92,16 @@ def cost_report(
     img_size: int,
     k: int | None = None,
     dtypes: list[str] | tuple[str, ...] = DTYPES,
-    gathers: list[str] | tuple[str, ...] = GATHERS,
+    gathers: list[str] | tuple[str, ...] | None = None,
     edge: EdgeConfig | None = None,
     classes: int = 10,
     edge_gather: str | None = None,
 ) -> dict[str, Any]:
     """Per-image payload bytes for each gather x dtype, plus comparison rows (JSON-ready)."""
+    from miet_fed.cloud.gather import gather_names
+    from miet_fed.edge.networks import default_gather
+
+    gathers = gather_names() if gathers is None else gathers
     for dtype in dtypes:
         cost.check_dtype(dtype)
     for gather in gathers:
@@ -112,8 +111,10 @@ def cost_report(
             f"--img-size must be a positive number of pixels, at least the patch size "
             f"(e.g. 224), got {img_size}"
         )
+    if classes < 1:
+        raise MietError(f"--classes must be >= 1, got {classes}")
     edge = edge or EdgeConfig()
-    edge_gather = edge_gather or EDGE_GATHER.get(edge.name, "sum")
+    edge_gather = edge_gather or default_gather(edge.name)
     _edge_params(edge, edge_gather, (2, 2, 1), classes)  # fail before building the ViT
     from miet_fed.cloud.backbone import describe_vit
 
@@ -248,7 +249,10 @@ def header(report: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     dtypes = _names(args.dtypes, "--dtypes")
-    gathers = _names(args.gathers, "--gathers")
+    from miet_fed.plugins import load_plugins
+
+    load_plugins(args.plugin)
+    gathers = _names(args.gathers, "--gathers") if args.gathers else None
     edge = EdgeConfig(
         name=args.edge, rank=args.rank, blocks=args.blocks, heads=args.heads, pool=args.pool
     )

@@ -22,12 +22,21 @@ from miet_fed.cloud.service import FeatureService
 from miet_fed.config import ModelConfig, RunConfig
 from miet_fed.data import load_dataset
 from miet_fed.errors import MietError
+from miet_fed.plugins import load_plugins
 
 
 class BackboneServer:
     """Plain class; `start_actor` wraps it with `ray.remote`. Also usable in-process."""
 
-    def __init__(self, model: ModelConfig, dataset: str, cache_root: str, progress: bool) -> None:
+    def __init__(
+        self,
+        model: ModelConfig,
+        dataset: str,
+        cache_root: str,
+        progress: bool,
+        plugins: tuple[str, ...] = (),
+    ) -> None:
+        load_plugins(plugins)  # a plugin's dataset or gather, in this (actor) process too
         # Ray gives an actor with num_cpus=0 one intra-op thread (OMP_NUM_THREADS=1). It reserves
         # no CPU so that Flower's client pool keeps every core, but it extracts features before
         # round 1, when those cores are idle: let torch use them.
@@ -98,7 +107,7 @@ def start_actor(
     if run.ray_address:  # on a user's cluster: detached, so the next run of a sweep reuses it
         options |= {"lifetime": "detached", "get_if_exists": True}
     # No bar inside the actor: Ray would forward each of its updates as a new line.
-    return remote_cls.options(**options).remote(model, dataset, cache_root, False)
+    return remote_cls.options(**options).remote(model, dataset, cache_root, False, run.plugins)
 
 
 PROGRESS_GROUP = "progress"

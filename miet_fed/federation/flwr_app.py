@@ -11,7 +11,6 @@ The app config in pyproject.toml is the whole simulate config as Flower's native
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,19 +32,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def app_config_tables(config: Path = ROOT / "configs" / "simulate.toml") -> dict[str, Any]:
-    """Every simulate key with the value `configs/simulate.toml` gives it, by section."""
+    """Every simulate key with the value `configs/simulate.toml` gives it, by section, and every
+    strategy's own table (`[fed.fedprox]`...) with its defaults, so `--run-config` can set any
+    of them. `run.plugins` is left out: Flower's config values are scalars, not lists, and a
+    plugin's names could not be checked before it is loaded."""
     from miet_fed.config import SimulateConfig, load_config, to_dict
+    from miet_fed.config.reference import strategy_rows
 
-    return to_dict(load_config(SimulateConfig, config, {}))
+    tables = to_dict(load_config(SimulateConfig, config, {}))
+    tables["run"].pop("plugins")
+    for row in strategy_rows():
+        _, strategy, key = row.key.split(".")
+        tables["fed"].setdefault(strategy, {}).setdefault(key, row.default)
+    return tables
 
 
 def app_config_toml() -> str:
-    lines = []
-    for section, values in app_config_tables().items():
-        lines.append(f"[tool.flwr.app.config.{section}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-        lines.append("")
-    return "\n".join(lines)
+    from miet_fed.config import toml_text
+
+    return toml_text(app_config_tables(), "tool.flwr.app.config.")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ import pandas as pd
 
 from miet_fed.cloud.gather import get_gather
 from miet_fed.cloud.service import payload_info
-from miet_fed.comm.cost import check_dtype
-from miet_fed.config import SimulateConfig, to_toml
+from miet_fed.config import SimulateConfig, nest, to_toml
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.edge.networks import check_pair
 from miet_fed.errors import MietError
@@ -32,7 +31,6 @@ from miet_fed.federation.partition import make_clients, partition_table
 from miet_fed.federation.population import sample_population
 from miet_fed.federation.ray_setup import _init_ray
 from miet_fed.federation.spec import RunSpec
-from miet_fed.federation.strategies import get_strategy
 from miet_fed.logging_hooks import check_tensorboard
 from miet_fed.paths import cache_dir
 from miet_fed.results import atomic_dir, run_identity, run_path, slug
@@ -61,10 +59,9 @@ def default_name(cfg: SimulateConfig) -> str:
 
 
 def check_names(cfg: SimulateConfig) -> None:
-    """All registered names checked before any data is loaded or process started."""
+    """What the config alone cannot check (each name was checked against its registry when the
+    config was built): the pair of edge network and gather, and GPUs for cohorts."""
     check_pair(cfg.edge.name, get_gather(cfg.model.gather).kind)
-    check_dtype(cfg.model.dtype)
-    get_strategy(cfg.fed.strategy)
     check_tensorboard(cfg.run.tensorboard)
     if cfg.edge.device.startswith("cuda") and not cfg.fed.gpus_per_client:
         raise MietError(
@@ -81,17 +78,9 @@ class Prepared:
     fingerprint: str = ""  # the dataset's content id
 
 
-def nested_config(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Flower's flattened run config ("fed.rounds": 3) -> config sections."""
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in flat.items():
-        if "." not in key:
-            raise MietError(
-                f"run config key '{key}' is not section.key; use e.g. --run-config 'fed.rounds=3'"
-            )
-        section, name = key.split(".", 1)
-        out.setdefault(section, {})[name] = value
-    return out
+def nested_config(flat: dict[str, Any]) -> dict[str, Any]:
+    """Flower's flattened run config ("fed.rounds": 3, "fed.fedprox.mu": 0.1) -> config tables."""
+    return nest(flat, "--run-config")
 
 
 def client_workers(cfg: SimulateConfig) -> int:

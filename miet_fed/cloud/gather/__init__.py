@@ -35,3 +35,11 @@ GATHERS: Registry[type[Gather]] = Registry("gather function", __name__)
 
 def get_gather(name: str) -> Gather:
     return GATHERS.get(name)()
+
+
+def gather_names() -> list[str]:
+    """Every registered gather (plugins included), the default one (Gather*) first."""
+    from miet_fed.config import ModelConfig
+
+    first = ModelConfig().gather
+    return [first, *(n for n in GATHERS.names() if n != first)]

@@ -28,6 +28,9 @@ class EdgeNetwork(nn.Module):
 
     name: ClassVar[str]
     accepts: ClassVar[tuple[str, ...]]
+    #: the gather it is meant to read (`miet-fed cost` prices it on that payload); "" = the
+    #: first gather whose payload kind it accepts, Gather* (model.gather's default) first
+    default_gather: ClassVar[str] = ""
 
     @classmethod
     def build(cls, payload_shape: tuple[int, ...], num_classes: int, cfg: Any) -> EdgeNetwork:
@@ -75,6 +78,19 @@ def param_counts(
     head = sum(p.numel() for p in net.head_parameters())
     body = sum(p.numel() for p in net.body_parameters())
     return {"head": head, "body": body, "total": head + body}
+
+
+def gathers_for(edge: str) -> list[str]:
+    """The registered gathers whose payload `edge` can read: the default gather first."""
+    from miet_fed.cloud.gather import GATHERS, gather_names
+
+    accepts = EDGE_NETWORKS.get(edge).accepts
+    return [n for n in gather_names() if GATHERS.get(n).kind in accepts]
+
+
+def default_gather(edge: str) -> str:
+    """The payload `edge` is priced on unless told otherwise."""
+    return EDGE_NETWORKS.get(edge).default_gather or gathers_for(edge)[0]
 
 
 def check_pair(edge: str, payload_kind: str) -> None:

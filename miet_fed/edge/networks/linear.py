@@ -15,6 +15,7 @@ from miet_fed.edge.stacked import s_layer_norm, s_linear
 class LinearHead(EdgeNetwork):
     name = "linear"
     accepts = ("tokens", "vector")
+    default_gather = "cls"  # the linear probe
 
     def __init__(self, dim: int, num_classes: int, pool: str, tokens: bool) -> None:
         super().__init__()

@@ -6,10 +6,14 @@ A strategy is two small decisions: which part of the edge network is shared (`sh
 the server side is a Flower strategy (FedAvg unless the file says otherwise), fed one weighted
 mean per cohort node, which averages exactly as if every device were its own node.
 Personalized strategies keep the unshared part, and any `personal_slots`, in the device store.
+A strategy with knobs declares them as its own frozen dataclass (`Params`, fields made with
+`miet_fed.config.setting`): they become its config table `[fed.<name>]`, checked like every
+other key, and reach the strategy as `fed.params` (`job.fed.params` on a node).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from flwr.serverapp.strategy import FedAvg
@@ -19,6 +23,11 @@ from miet_fed.edge.cohort import Cohort
 from miet_fed.registry import Registry
 
 Results = list[tuple[float, float]]  # (loss, accuracy) per device of the cohort
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """The parameters of a strategy that has none."""
 
 
 class FedStrategy:
@@ -35,6 +44,8 @@ class FedStrategy:
     #: attributes of the Flower strategy that carry state between rounds (FedAdam's moments):
     #: checkpointed, and a checkpoint fails loudly if Flower renamed one
     server_state: ClassVar[tuple[str, ...]] = ()
+    #: its own parameters: a frozen dataclass of `setting` fields, config table [fed.<name>]
+    Params: ClassVar[type] = NoParams
 
     def flower_kwargs(self, fed: FedConfig) -> dict[str, Any]:
         return {}

@@ -1,0 +1,79 @@
+"""Configuration: frozen dataclasses hold the defaults; `configs/*.toml` are small overlays on
+them; `--set section.key=value` goes on top.
+
+- `fields`: `setting(default, help, rule...)`, the one place a key's default, help and valid
+  values are written; building a section checks every rule once (`Section`).
+- `sections`: the sections of `tune` and `simulate` (a strategy's own parameters are its own
+  dataclass, declared in its file, under `[fed.<strategy>]`).
+- `load`: TOML and overrides in (`build_config`, which loads `run.plugins` before any name is
+  checked), plain data and TOML out.
+- `reference`: every key as documented (`describe`), and the runtime-only settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from miet_fed.config.fields import CliValue, Section, setting
+from miet_fed.config.load import (
+    Extend,
+    build_config,
+    check_contained,
+    flatten,
+    load_config,
+    merge,
+    nest,
+    parse_overrides,
+    read_toml,
+    to_dict,
+    to_toml,
+    toml_text,
+    toml_value,
+)
+from miet_fed.config.reference import Key, describe, runtime_keys, strip_runtime
+from miet_fed.config.sections import (
+    DataConfig,
+    EdgeConfig,
+    FedConfig,
+    LinkConfig,
+    ModelConfig,
+    RunConfig,
+    SimulateConfig,
+    TrainConfig,
+    TuneConfig,
+)
+
+_CliValue = CliValue  # the name miet_fed.api used
+
+__all__ = [
+    "CliValue",
+    "DataConfig",
+    "EdgeConfig",
+    "Extend",
+    "FedConfig",
+    "Key",
+    "LinkConfig",
+    "ModelConfig",
+    "RunConfig",
+    "Section",
+    "SimulateConfig",
+    "TrainConfig",
+    "TuneConfig",
+    "build_config",
+    "check_contained",
+    "describe",
+    "flatten",
+    "load_config",
+    "merge",
+    "nest",
+    "parse_overrides",
+    "read_toml",
+    "replace",
+    "runtime_keys",
+    "setting",
+    "strip_runtime",
+    "to_dict",
+    "to_toml",
+    "toml_text",
+    "toml_value",
+]
