@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from miet_fed.errors import MietError
+from miet_fed.markdown import table
 
 HELP = "list every config key (default, valid values, help) and the effective config of a command"
 BEGIN = "<!-- config-reference:begin (generated: miet-fed config reference --write README.md) -->"
@@ -66,26 +67,23 @@ def commented_toml(command: str, cfg: Any, source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|")
-
-
 def reference_markdown() -> str:
     """The README's config reference: every key of `tune` and `simulate`, one table."""
     from miet_fed.config import describe
 
     tune = {k.key: k for k in describe(_classes()["tune"])}
     rows = [
-        "| key | tune default | simulate default | allowed | help |",
-        "|---|---|---|---|---|",
+        [
+            f"`{k.key}`",
+            f"`{toml_value(tune[k.key].default)}`" if k.key in tune else "–",
+            f"`{toml_value(k.default)}`",
+            k.allowed,
+            k.help,
+        ]
+        for k in describe(_classes()["simulate"])
     ]
-    for k in describe(_classes()["simulate"]):
-        t = f"`{toml_value(tune[k.key].default)}`" if k.key in tune else "–"
-        rows.append(
-            f"| `{k.key}` | {_cell(t)} | `{_cell(toml_value(k.default))}` | {_cell(k.allowed)} "
-            f"| {_cell(k.help)} |"
-        )
-    return "\n".join(rows) + "\n"
+    header = ["key", "tune default", "simulate default", "allowed", "help"]
+    return table(header, rows) + "\n"
 
 
 def _readme_block(text: str, path: Path) -> tuple[int, int]:

@@ -10,7 +10,6 @@ markdown. Numbers come from `miet-fed cost` (`miet_fed.comm.cost_cli`).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -23,16 +22,11 @@ from miet_fed.comm.cost_cli import (
     rows_frame,
     to_markdown,
 )
+from miet_fed.files import write_text
 
 MODELS = ("vit_small_patch14_dinov2", "vit_base_patch16_224", "vit_large_patch16_224")
 IMG_SIZE = 224
 DTYPES = ("fp32", "fp16", "int8")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         md += [to_markdown(display(comps[comps.model == name].drop(columns="model"))), ""]
     text = "\n".join(md)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "comm_table.csv", rows.to_csv(index=False))
-    write_atomic(out / "comparisons.csv", comps.to_csv(index=False))
-    write_atomic(out / "comm_table.md", text)
+    write_text(out / "comm_table.csv", rows.to_csv(index=False))
+    write_text(out / "comparisons.csv", comps.to_csv(index=False))
+    write_text(out / "comm_table.md", text)
     print(text)
     print(f"written: {out}/comm_table.csv, comparisons.csv, comm_table.md")
     return 0

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import pandas as pd  # noqa: E402
 
 import miet_fed  # noqa: E402
+from miet_fed.markdown import table  # noqa: E402
 
 
 def summarise(sweep: Path) -> pd.DataFrame:
@@ -50,20 +51,32 @@ def summarise(sweep: Path) -> pd.DataFrame:
 
 
 def markdown(agg: pd.DataFrame) -> str:
-    lines = [
-        "| devices | split | seeds | personal acc (mean ± sd) | global acc (mean ± sd) | "
-        "total bytes | of which parameters | s/round | ledger = model |",
-        "|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "devices",
+        "split",
+        "seeds",
+        "personal acc (mean ± sd)",
+        "global acc (mean ± sd)",
+        "total bytes",
+        "of which parameters",
+        "s/round",
+        "ledger = model",
     ]
-    for r in agg.itertuples():
-        lines.append(
-            f"| {r.num_clients:,} | {r.partition} | {r.seeds} | "
-            f"{100 * r.personal_acc:.1f} ± {100 * r.personal_std:.1f} % | "
-            f"{100 * r.global_acc:.1f} ± {100 * r.global_std:.1f} % | "
-            f"{r.total_bytes / 1e6:,.1f} MB | {r.param_bytes / 1e6:,.1f} MB | "
-            f"{r.s_per_round:.1f} | {r.ledger_equals_model} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [
+            f"{r.num_clients:,}",
+            r.partition,
+            r.seeds,
+            f"{100 * r.personal_acc:.1f} ± {100 * r.personal_std:.1f} %",
+            f"{100 * r.global_acc:.1f} ± {100 * r.global_std:.1f} %",
+            f"{r.total_bytes / 1e6:,.1f} MB",
+            f"{r.param_bytes / 1e6:,.1f} MB",
+            f"{r.s_per_round:.1f}",
+            r.ledger_equals_model,
+        ]
+        for r in agg.itertuples()
+    ]
+    return table(header, rows)
 
 
 def plot(agg: pd.DataFrame, path: Path) -> None:

@@ -57,7 +57,7 @@ def resolve_weights(model: str, weights: str) -> tuple[Path | None, str]:
     except Exception as exc:  # noqa: BLE001 - any failure to parse means a damaged file
         first = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else type(exc).__name__
         raise MietError(f"weights file {path} is not a valid safetensors file ({first})") from None
-    from miet_fed.cloud.weights import file_sha256
+    from miet_fed.files import file_sha256
 
     return path, file_sha256(path)
 

@@ -36,6 +36,7 @@ from safetensors.torch import save_file
 
 from miet_fed.comm import codec
 from miet_fed.errors import MietError
+from miet_fed.files import atomic_write, write_text
 
 CACHE_VERSION = 2  # 2: shards bound to their key (version-1 folders are left alone, unread)
 
@@ -210,22 +211,14 @@ class FeatureStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         key_file = self.dir / "key.json"
         if not key_file.exists():
-            tmp = key_file.with_suffix(f".{uuid.uuid4().hex}.tmp")
-            tmp.write_text(json.dumps(self.key, indent=1, sort_keys=True))
-            os.replace(tmp, key_file)
+            write_text(key_file, json.dumps(self.key, indent=1, sort_keys=True))
         tensors = {
             "ids": torch.from_numpy(ids.copy()),
             **{k: v.contiguous() for k, v in parts.items()},
         }
         name = f"shard-{uuid.uuid4().hex[:16]}.safetensors"
-        tmp = self.dir / f".{name}.tmp"
         meta = {"sha256": _tensor_digest(tensors, self.digest), "key": self.digest}
-        try:
-            save_file(tensors, str(tmp), metadata=meta)
-            os.replace(tmp, self.dir / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write(self.dir / name, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
         return name
 
     def add(self, ids: np.ndarray, parts: dict[str, torch.Tensor]) -> None:

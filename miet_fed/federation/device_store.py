@@ -14,12 +14,12 @@ Plain safetensors: nothing is unpickled.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from miet_fed.files import atomic_write
 
 State = dict[str, torch.Tensor]
 SEP = "::"  # slot::key inside one file
@@ -55,12 +55,7 @@ class DeviceStore:
             return False
         final = self.path(device, server_round)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}")
-        try:
-            save_file(flat, str(tmp))
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(final, lambda tmp: save_file(flat, str(tmp)))
         return True
 
     def drop(self, device: int, server_round: int) -> None:

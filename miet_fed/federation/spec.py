@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from miet_fed.config import SimulateConfig, build_config
+from miet_fed.files import write_text
 
 ACTOR_NAME = "miet-fed-backbone"
 NAMESPACE = "miet_fed"
@@ -65,9 +66,7 @@ class RunSpec:
             "num_nodes": self.num_nodes,
             "state_dir": self.state_dir,
         }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
+        write_text(path, json.dumps(data))
 
 
 @lru_cache(maxsize=4)

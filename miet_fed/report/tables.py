@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from miet_fed.errors import MietError
+from miet_fed.markdown import table
 
 if TYPE_CHECKING:
     from miet_fed.report.document import Report
@@ -87,7 +88,7 @@ def _cell(col: str, value: Any) -> str:
         if v.is_integer() and abs(v) >= 1:
             return f"{int(v):,}" if abs(v) >= 10000 else str(int(v))
         return f"{v:.4g}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return str(value)  # escaped by markdown.table
 
 
 def md_table(df: pd.DataFrame) -> str:
@@ -95,10 +96,10 @@ def md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "(empty)\n"
     cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(c, v) for c, v in zip(cols, row, strict=True)) + " |")
-    return "\n".join(lines) + "\n"
+    rows = (
+        [_cell(c, v) for c, v in zip(cols, row, strict=True)] for row in df.itertuples(index=False)
+    )
+    return table(cols, rows) + "\n"
 
 
 def _unique(values: pd.Series) -> list[Any]:
