@@ -45,19 +45,6 @@ def extract(net: EdgeNetwork, part: str) -> ArrayRecord:
     return state_to_record(net.state_dict(), shared_keys(net, part))
 
 
-def load_shared(net: EdgeNetwork, record: ArrayRecord, part: str) -> None:
-    """Overwrite the shared part of `net` with received arrays; the personal part stays."""
-    received = record_to_state(record)
-    expected = set(shared_keys(net, part))
-    if set(received) != expected:
-        raise ValueError(
-            f"received keys do not match the shared part '{part}': "
-            f"missing {sorted(expected - set(received))[:3]}, "
-            f"extra {sorted(set(received) - expected)[:3]}"
-        )
-    net.load_state_dict(received, strict=False)
-
-
 def record_nbytes(record: ArrayRecord) -> int:
     """Tensor bytes of an ArrayRecord: elements x itemsize, what the cost model prices."""
     return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in record.values())

@@ -13,14 +13,8 @@ import numpy as np
 import pandas as pd
 
 from miet_fed.errors import MietError
-from miet_fed.report.plots import (
-    _client_box,
-    _clients_plot,
-    _epoch_curves,
-    _pareto_plot,
-    _round_curves,
-    _sweep_curves,
-)
+from miet_fed.report.plots import _epoch_curves, _round_curves
+from miet_fed.report.sweep_plots import _client_box, _clients_plot, _pareto_plot, _sweep_curves
 from miet_fed.report.tables import (
     SOURCE_TEXT,
     _cell,
