@@ -10,7 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import REAL, TINY, Report, apply_threads, median, ratio, sim_config
+from benchmarks.jobs import REAL, TINY, sim_config
+from benchmarks.machine import apply_threads
+from benchmarks.report import Report, median, ratio
+from miet_fed.units import human_bytes
 
 DESCRIPTION = (
     "Feature extraction rate through the production path (ray.init, `start_actor` with a fresh "
@@ -197,7 +200,7 @@ def run(size: str, work: Path) -> Report:
         "alternating first; the 1-thread plain row separates Ray's thread setting from the "
         "actor's own overhead; the actor's cache is fresh, so every image is a backbone forward "
         "plus a shard write, then a transfer of the encoded payload "
-        f"({nbytes / 2**20:.1f} MiB per block) to the driver.",
+        f"({human_bytes(nbytes)} per block) to the driver.",
         f"Actor start-up = ray.init {f['ray_init_seconds']:.1f} s + actor ready "
         f"{f['actor_ready_seconds']:.1f} s + first batch incl. backbone build "
         f"{f['actor_warmup_seconds']:.1f} s. A num_cpus=0 Ray actor runs torch with "

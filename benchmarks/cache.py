@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import REAL, TINY, Report, median, ratio
+from benchmarks.jobs import REAL, TINY
+from benchmarks.report import Report, median, ratio
+from miet_fed.units import human_bytes
 
 DESCRIPTION = (
     "Wall time of `FeatureService.features(ids)` with a cold feature cache (fresh directory: "
@@ -112,10 +114,6 @@ def run(size: str, work: Path) -> Report:
     rep.notes.append(
         f"cold = new FeatureService + backbone build ({c2 - c1:.2f} s) + forwards and shard "
         f"writes; warm = median of {s['warm_repeats']} new FeatureServices on the same directory "
-        f"({fmt_bytes(disk)} on disk)."
+        f"({human_bytes(disk)} on disk)."
     )
     return rep
-
-
-def fmt_bytes(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"

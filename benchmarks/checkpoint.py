@@ -6,17 +6,8 @@ import contextlib
 import threading
 from pathlib import Path
 
-from benchmarks import (
-    REAL,
-    TINY,
-    Report,
-    job_settings,
-    median,
-    prefill,
-    ratio,
-    simulate_cli,
-    size_job,
-)
+from benchmarks.jobs import REAL, TINY, job_settings, prefill, simulate_cli, size_job
+from benchmarks.report import Report, median, ratio
 
 DESCRIPTION = (
     "`miet-fed simulate` with a warm cache, run alternately with `run.checkpoint=false` and "

@@ -5,19 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from benchmarks import (
-    GIB,
-    REAL,
-    Report,
-    median,
-    prefill,
-    ratio,
-    sim_config,
-    sim_pairs,
-    simulate_cli,
-)
+from benchmarks.jobs import REAL, prefill, sim_config, sim_pairs, simulate_cli
+from benchmarks.machine import GIB
+from benchmarks.report import Report, median, ratio
 
 DESCRIPTION = (
     "`miet-fed simulate` on DINOv2 ViT-S/14 features (112 px, Gather* k=12, fp32; cached "
@@ -68,13 +58,6 @@ def _pairs(pool: int, devices: int, sampled: int, rounds: int, per_device: int =
     )
 
 
-def round_seconds(out: Path) -> list[float]:
-    """Durations of rounds 2..R from the run's own rounds.csv."""
-    rounds = pd.read_csv(out / "rounds.csv").dropna(subset=["elapsed_seconds"])
-    t = rounds.sort_values("round")["elapsed_seconds"].tolist()
-    return [b - a for a, b in zip(t[1:], t[2:], strict=False)]
-
-
 def run(size: str, work: Path) -> Report:
     s = SIZES[size]
     rep = Report("cohorts", DESCRIPTION)
@@ -91,7 +74,7 @@ def run(size: str, work: Path) -> Report:
     for name, pairs in jobs.items():
         _, service, _, _ = prefill(sim_config(pairs), work, service)
         sim = simulate_cli(pairs, work / name, timeout=3600)
-        per_round = round_seconds(sim.out)
+        per_round = sim.round_times
         figures[name] = {
             "round_seconds": median(per_round),
             "round_seconds_all": per_round,

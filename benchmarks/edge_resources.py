@@ -16,16 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import (
-    REAL,
-    TINY,
-    Report,
-    apply_threads,
-    child_env,
-    ratio,
-    reset_peak_rss,
-    status_kib,
-)
+from benchmarks.jobs import REAL, TINY
+from benchmarks.machine import apply_threads, child_env, reset_peak_rss, status_kib
+from benchmarks.report import Report, ratio
 
 DESCRIPTION = (
     "Device-side cost of one training step: MIET's LAE on the Gather* payload vs rank-8 LoRA on "

@@ -5,21 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks import (
-    GIB,
-    TINY,
-    Report,
-    prefill,
-    ratio,
-    sim_config,
-    sim_pairs,
-    simulate_cli,
-)
+from benchmarks.jobs import TINY, prefill, sim_config, sim_pairs, simulate_cli
+from benchmarks.machine import GIB
+from benchmarks.report import Report, ratio
 
 DESCRIPTION = (
     "`miet-fed simulate` (FedPer, LAE, 1 local epoch, IID, fed.cpus_per_client=1) with N "
     "registered devices (packed onto cohort nodes) and M sampled per round: steady round time "
-    "(median gap between consecutive round lines, rounds 2..R) and peak memory of the whole "
+    "(median of rounds 2..R, from rounds.csv's elapsed_seconds) and peak memory of the whole "
     "process tree "
     "(driver, Ray GCS/raylet, workers, backbone actor), sampled every 0.25 s from /proc. Every "
     "client holds the same number of images whatever N, so a round's work depends on M only. "
@@ -84,7 +77,7 @@ def run(size: str, work: Path) -> Report:
             "round_seconds": sim.steady_round,
             "round_seconds_all": sim.round_times,
             "round1_seconds": sim.round_elapsed.get(1),
-            "server_start_seconds": sim.server_start,
+            "engine_start_seconds": sim.engine_start,
             "startup_seconds": sim.summary.get("startup_seconds"),
             "command_seconds": sim.wall,
             "peak_rss_bytes": sim.peak_rss,

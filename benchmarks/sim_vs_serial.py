@@ -9,19 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import (
-    REAL,
-    TINY,
-    Report,
-    apply_threads,
-    job_settings,
-    median,
-    prefill,
-    ratio,
-    sim_config,
-    sim_pairs,
-    simulate_cli,
-)
+from benchmarks.jobs import REAL, TINY, job_settings, prefill, sim_config, sim_pairs, simulate_cli
+from benchmarks.machine import apply_threads
+from benchmarks.report import Report, median, ratio
 
 DESCRIPTION = (
     "One FedAvg run (same clients, Dirichlet partitions, LAE, local epochs, rounds, seeds) "
@@ -169,8 +159,8 @@ def run(size: str, work: Path) -> Report:
         "sim_round_seconds": sim.steady_round,
         "sim_round_seconds_all": sim.round_times,
         "sim_round1_seconds": sim.round_elapsed.get(1),
-        "sim_server_start_seconds": sim.server_start,
-        "sim_after_last_round_seconds": sim.after_last_round,
+        "sim_engine_start_seconds": sim.engine_start,
+        "sim_after_engine_seconds": sim.after_engine,
         "sim_startup_seconds": summ.get("startup_seconds"),
         "sim_simulation_seconds": summ.get("simulation_seconds"),
         "sim_wall_seconds": summ.get("wall_seconds"),
@@ -226,8 +216,8 @@ def run(size: str, work: Path) -> Report:
     rep.check("sim backbone forwards (features cached)", fwd, "== 0", fwd == 0)
     rep.check("same partitions in both", same, "yes", same)
     rep.notes += [
-        "Per-round time excludes start-up: the simulation's from the gaps between its "
-        "consecutive per-round progress lines (rounds 2..R), the serial loop's from its own "
+        "Per-round time excludes start-up: the simulation's from its rounds.csv (differences "
+        "of consecutive rounds' elapsed_seconds, rounds 2..R), the serial loop's from its own "
         "round timer (rounds 2..R); median. Start-up included: whole run / rounds, the "
         "simulation's from its summary wall_seconds (Ray, actor, Flower engine, results; "
         f"interpreter start excluded; the command took {sim.wall:.1f} s in all), the serial "

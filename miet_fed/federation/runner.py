@@ -210,7 +210,11 @@ def run_simulate(cfg: SimulateConfig) -> dict[str, Any]:
         prep, spec_path = _write_spec(cfg, tmp, ckpt, resume_round)
         if prep.spec.resume_round and cfg.run.progress:
             print(f"resuming after round {prep.spec.resume_round} from {ckpt}", file=sys.stderr)
+        # machine-readable start-up split (benchmarks): this plus startup_seconds is when
+        # Flower's engine started, counted from run_simulate's start (wall_seconds' zero)
+        prepare_seconds = time.perf_counter() - t0
         timings = simulate_in_process(prep, str(spec_path))
+        timings["prepare_seconds"] = prepare_seconds
         timings["resumed_after_round"] = prep.spec.resume_round
         summary = collect(prep.spec, tmp, timings | {"wall_seconds": time.perf_counter() - t0})
         (tmp / "config.toml").write_text(to_toml(cfg))
