@@ -58,6 +58,7 @@ def build(
 
     classes = {"tune": TuneConfig, "simulate": SimulateConfig}
     cls = classes[command]
+    _check_mapping(overrides)
     extra = _overrides(overrides)
     if out is not None:
         extra.setdefault("run", {})["out"] = str(out)
@@ -80,7 +81,16 @@ def build(
     return build_config(cls, merge(data, extra), "config")
 
 
+def _check_mapping(overrides: Any) -> None:
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise MietError(
+            f"overrides must map 'section.key' to a value, e.g. {{'fed.rounds': 3}}; got a "
+            f"{type(overrides).__name__}"
+        )
+
+
 def _quiet(overrides: Mapping[str, Any] | None, quiet: bool) -> dict[str, Any]:
+    _check_mapping(overrides)
     return {**(overrides or {}), **({"run.progress": False} if quiet else {})}
 
 

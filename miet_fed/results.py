@@ -133,7 +133,7 @@ def check_replaceable(final: Path, identity: str = "", overwrite: bool = False) 
         )
     if identity and marker.get("identity") != identity and not overwrite:
         raise MietError(
-            f"{final} holds a {marker.get('kind', 'miet-fed')} run with other settings; pass "
+            f"{final} holds a miet-fed {marker.get('kind', 'run')} with other settings; pass "
             "--overwrite to replace it, or choose another --out"
         )
 

@@ -335,6 +335,11 @@ def _find_runs(root: Path) -> list[Path]:
 
 def load_runs(paths_or_sweep_dir: str | os.PathLike[str] | Iterable[Any]) -> Runs:
     """A sweep folder, a results folder, or a list of run folders (each may hold many runs)."""
+    if not isinstance(paths_or_sweep_dir, (str, os.PathLike, Iterable)):
+        raise MietError(
+            "load_runs: give a sweep folder, a results folder or a list of run folders; got "
+            f"{type(paths_or_sweep_dir).__name__}"
+        )
     items = (
         [paths_or_sweep_dir]
         if isinstance(paths_or_sweep_dir, (str, os.PathLike))
@@ -345,6 +350,8 @@ def load_runs(paths_or_sweep_dir: str | os.PathLike[str] | Iterable[Any]) -> Run
         if isinstance(item, Run):
             folders.append(item.path)
             continue
+        if not isinstance(item, (str, os.PathLike)):
+            raise MietError(f"load_runs: {item!r} is not a folder path or a Run")
         root = Path(item)
         if not root.is_dir():
             raise MietError(f"load_runs: {root} is not a folder; give a run or sweep folder")

@@ -99,6 +99,11 @@ def test_config_objects_dicts_and_paths_are_accepted(tiny_npz, tmp_path):
         (lambda: miet_fed.load_run("nowhere"), "is not a finished miet-fed run"),
         (lambda: miet_fed.load_runs("nowhere"), "is not a folder"),
         (lambda: miet_fed.load_runs([]), "no folders given"),
+        (lambda: miet_fed.load_runs(None), "give a sweep folder"),
+        (lambda: miet_fed.load_runs(3), "give a sweep folder"),
+        (lambda: miet_fed.load_runs([3]), "3 is not a folder path or a Run"),
+        (lambda: miet_fed.simulate(overrides=["fed.rounds=2"]), "overrides must map"),
+        (lambda: miet_fed.tune(overrides="train.epochs=2"), "overrides must map"),
     ],
 )
 def test_bad_input_raises_mieterror_not_exit(call, message):

@@ -84,7 +84,7 @@ def test_other_settings_need_overwrite_same_settings_reuse(tiny_npz, capsys):
     capsys.readouterr()
     assert main(_tune_args(tiny_npz, "--out", "results/r")) == 0  # same settings: replaced
     assert main(_tune_args(tiny_npz, "--out", "results/r", "--set", "train.lr=0.01")) == 2
-    _one_line_error(capsys, "results/r holds a run run with other settings", "--overwrite")
+    _one_line_error(capsys, "results/r holds a miet-fed run with other settings", "--overwrite")
     assert json.loads((Path("results/r") / MARKER).read_text())["identity"] == first["identity"]
     assert (
         main(_tune_args(tiny_npz, "--out", "results/r", "--set", "train.lr=0.01", "--overwrite"))
