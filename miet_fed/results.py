@@ -34,19 +34,6 @@ RESULTS_ROOT = Path("results")
 #: The machine's, not the run's: a full disk or quota, a read-only or forbidden folder.
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 MARKER = ".miet-fed-run.json"
-#: Settings that do not change what a run computes: a rerun may differ in these.
-RUNTIME_ONLY = {
-    "run": {
-        "progress",
-        "ray_address",
-        "out",
-        "backbone_gpus",
-        "checkpoint",
-        "overwrite",
-        "tensorboard",
-    },
-    "model": {"device", "batch_size"},
-}
 
 
 def slug(*parts: Any) -> str:
@@ -73,12 +60,10 @@ def run_path(out: str, default_name: str) -> Path:
 def run_identity(command: str, cfg: Any) -> str:
     """Digest of the command and every setting that changes its results: two runs with the
     same identity compute the same thing, so one may replace (or resume) the other."""
-    from miet_fed.config import to_dict
+    from miet_fed.config import strip_runtime, to_dict
 
-    data = to_dict(cfg)
-    for section, keys in RUNTIME_ONLY.items():
-        for key in keys:
-            data.get(section, {}).pop(key, None)
+    # settings marked `runtime` (where a run is written, progress bars, devices...) do not count
+    data = strip_runtime(type(cfg), to_dict(cfg))
     blob = json.dumps({"command": command, "config": data}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

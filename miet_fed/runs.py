@@ -46,8 +46,16 @@ ID_COLUMNS: dict[str, str] = {
     "alpha": "fed.alpha",
     "seed": "run.seed",
 }
-#: Config keys that never tell runs apart (where a run was written, whether bars were drawn).
-NOT_IDENTIFYING = {"run.out", "run.progress", "run.tensorboard"}
+
+
+def _not_identifying() -> set[str]:
+    """Config keys that never tell runs apart: the `runtime` settings (where a run was written,
+    whether bars were drawn, which device ran it...)."""
+    from miet_fed.config import SimulateConfig, runtime_keys
+
+    return {f"{s}.{k}" for s, keys in runtime_keys(SimulateConfig).items() for k in keys}
+
+
 TABLES = ("clients", "rounds", "epochs", "ledger", "partitions")
 FILES = {
     "clients": "clients.csv",
@@ -236,6 +244,7 @@ class Runs:
     def varied(self) -> list[str]:
         """Config keys with more than one value across the runs (not already an id column)."""
         shown = set(ID_COLUMNS.values())
+        not_identifying = _not_identifying()
         keys: list[str] = []
         for run in self.runs:
             keys += [k for k in run.config if k not in keys]
@@ -243,7 +252,7 @@ class Runs:
             k
             for k in keys
             if k not in shown
-            and k not in NOT_IDENTIFYING
+            and k not in not_identifying
             and len({json.dumps(r.config.get(k), default=str) for r in self.runs}) > 1
         ]
 

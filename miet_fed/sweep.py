@@ -40,6 +40,7 @@ from miet_fed.config import (
     nest,
     parse_overrides,
     read_toml,
+    strip_runtime,
     to_dict,
 )
 from miet_fed.errors import MietError
@@ -273,9 +274,7 @@ def _check_point(command: str, cfg: Any) -> None:
 
 
 def _comparable(cfg: Any) -> dict[str, Any]:
-    d = to_dict(cfg)
-    d["run"] = {k: v for k, v in d["run"].items() if k not in ("out", "progress", "tensorboard")}
-    return d
+    return strip_runtime(type(cfg), to_dict(cfg))
 
 
 def _check_existing(point: Point, command: str) -> None:

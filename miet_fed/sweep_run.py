@@ -102,7 +102,12 @@ def from_args(args: argparse.Namespace) -> Sweep:
             raise MietError(f"--name must be a plain folder name, got {name!r}")
         sweep = Sweep(name=name, command=args.sweep_command or "simulate", base=args.base)
         sweep = replace(sweep, source="the command line")
-    return add_set(add_grid(sweep, args.grid), args.set)
+    sweep = add_set(add_grid(sweep, args.grid), args.set)
+    if getattr(args, "plugin", None):  # every point's run.plugins: its Ray workers load them too
+        given = sweep.fixed.get("run.plugins", [])
+        given = given.split(",") if isinstance(given, str) else list(given)
+        sweep = replace(sweep, fixed={**sweep.fixed, "run.plugins": [*given, *args.plugin]})
+    return sweep
 
 
 # ---------------------------------------------------------------- tables
@@ -315,6 +320,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the points; run nothing")
     p.add_argument("--json", action="store_true", help="print a JSON summary line last")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per run)")
+    from miet_fed.cli import add_plugin
+
+    add_plugin(p)
 
 
 def _print_table(df: pd.DataFrame) -> None:

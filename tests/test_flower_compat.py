@@ -46,7 +46,7 @@ def _flower(name: str):
         min_train_nodes=1,
         min_evaluate_nodes=1,
         min_available_nodes=1,
-        **s.flower_kwargs(FedConfig()),
+        **s.flower_kwargs(FedConfig(strategy=name)),
     )
 
 

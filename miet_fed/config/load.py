@@ -48,9 +48,7 @@ def nest(flat: dict[str, Any], where: str = "overrides") -> dict[str, Any]:
     for dotted, value in flat.items():
         parts = dotted.strip().split(".") if isinstance(dotted, str) else []
         if len(parts) < 2 or not all(parts):
-            raise MietError(
-                f"{where}: '{dotted}' is not section.key (e.g. fed.rounds=3)"
-            )
+            raise MietError(f"{where}: '{dotted}' is not section.key (e.g. fed.rounds=3)")
         table = out
         for part in parts[:-1]:
             table = table.setdefault(part, {})

@@ -212,7 +212,7 @@ class FedConfig(Section):
     )
     min_train: int = setting(2, "fewest local training images a client may have", ge=1)
     cpus_per_client: float = setting(
-        1.0, "Ray CPUs per client worker (1 = two nodes at once here)", gt=0, runtime=True
+        1.0, "Ray CPUs per client worker (1 = two nodes at once here)", gt=0
     )
     gpus_per_client: float = setting(
         0.0,

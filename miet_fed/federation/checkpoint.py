@@ -36,19 +36,12 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 from safetensors.numpy import load_file, save_file
 
-from miet_fed.config import SimulateConfig, to_dict, to_toml
+from miet_fed.config import SimulateConfig, strip_runtime, to_dict, to_toml
 from miet_fed.errors import MietError
 from miet_fed.results import claim_run, run_identity
 
 SERVER = "server.json"
 CLIENTS = "devices"  # the device store (miet_fed.federation.device_store) lives here
-#: Settings that do not change what a run computes (features are cached per image, whatever
-#: device or batch computed them): a resume may differ in these, e.g. on another cluster.
-RUNTIME_ONLY = {
-    "run": {"progress", "ray_address", "out", "backbone_gpus", "tensorboard"},
-    "model": {"device", "batch_size"},
-    "edge": {"device"},
-}
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -65,11 +58,9 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 
 def _signature(cfg: SimulateConfig) -> str:
-    data = to_dict(cfg)
-    for section, keys in RUNTIME_ONLY.items():
-        for key in keys:
-            data[section].pop(key, None)
-    return json.dumps(data, sort_keys=True)
+    # a resume may differ in the `runtime` settings (features are cached per image whatever
+    # device or batch computed them; another cluster, other GPUs): the same list as run_identity
+    return json.dumps(strip_runtime(SimulateConfig, to_dict(cfg)), sort_keys=True)
 
 
 def open_checkpoint(out: Path, cfg: SimulateConfig) -> tuple[str, int]:
