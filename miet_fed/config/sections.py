@@ -43,7 +43,7 @@ class ModelConfig(Section):
     img_size: int = setting(112, "input resolution of the backbone", ge=16)
     gather: str = setting(
         "sum",
-        "gather function: sum (Gather*), last, all, cls",
+        "gather function: how z_0 .. z_k become one payload (sum: Gather*)",
         names="miet_fed.cloud.gather:GATHERS",
     )
     k: int = setting(
@@ -77,7 +77,9 @@ class ModelConfig(Section):
 class EdgeConfig(Section):
     section: ClassVar[str] = "edge"
     name: str = setting(
-        "lae", "edge network: lae, linear, ladder", names="miet_fed.edge.networks:EDGE_NETWORKS"
+        "lae",
+        "edge network: the trainable part on the device",
+        names="miet_fed.edge.networks:EDGE_NETWORKS",
     )
     rank: int = setting(
         32,
