@@ -249,8 +249,14 @@ def shared_mean(
     equals FedAvg over devices."""
     keys = shared_keys(net, part)
     w = torch.tensor(weights, dtype=torch.float64) / float(sum(weights))
-    mean = {k: torch.tensordot(w, torch.stack([s[k] for s in states]).double(), 1) for k in keys}
-    return state_to_record({k: v.float() for k, v in mean.items()}, keys)
+    mean = {}
+    for k in keys:  # float64, 64 devices per stacked product (bounded memory)
+        acc = torch.zeros(states[0][k].shape, dtype=torch.float64)
+        for i in range(0, len(states), 64):
+            block = torch.stack([s[k] for s in states[i : i + 64]]).double()
+            acc += torch.tensordot(w[i : i + 64], block, 1)
+        mean[k] = acc.float()
+    return state_to_record(mean, keys)
 
 
 PROFILE_ENV = "MIET_FED_PROFILE"  # a folder: each node call's cProfile stats go there

@@ -18,7 +18,7 @@ from miet_fed.edge.networks import (
     pool_tokens,
     pooled_dim,
 )
-from miet_fed.edge.stacked import s_layer_norm, s_linear, s_low_rank_attention
+from miet_fed.edge.stacked import s_layer_norm, s_low_rank_attention, s_norm_pool_linear
 
 
 @EDGE_NETWORKS.register("ladder")
@@ -51,4 +51,5 @@ class Ladder(EdgeNetwork):
             h = s_low_rank_attention(
                 h + s_layer_norm(x[:, :, i], p, f"norms.{i}"), p, f"blocks.{i - 1}", block.heads
             )
-        return s_linear(pool_tokens(s_layer_norm(h, p, "output_norm"), self.pool), p, "head")
+        pool = lambda z: pool_tokens(z, self.pool)  # noqa: E731
+        return s_norm_pool_linear(h, p, "output_norm", pool, "head")
