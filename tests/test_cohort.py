@@ -385,3 +385,19 @@ def test_node_payload_table_keeps_order_warms_once_and_evicts(monkeypatch):
     assert small.kept(np.array([1, 2]), warm=np.arange(50))["cls"][:, 0].tolist() == [1, 2]
     assert small.fetched == 2
     assert small.kept(np.array([4]))["cls"][:, 0].tolist() == [4] and small._used == 1
+
+
+def test_node_payload_parts_are_views_of_a_table_laid_out_in_run_order():
+    from miet_fed.federation import actor
+
+    disk = _Disk()
+    source = actor.FeatureSource(None, disk)
+    parts = [np.array([5, 2]), np.array([9]), np.array([], dtype=np.int64), np.array([2, 7])]
+    out = source.kept_parts(parts, warm=np.array([5, 2, 9, 7, 1]))  # the run, device by device
+    assert [o["cls"][:, 0].tolist() for o in out] == [[5.0, 2.0], [9.0], [], [2.0, 7.0]]
+    assert out[2]["z"].shape == (0, 3, 2) and disk.calls == [4, 1]
+    table = source._table["z"].untyped_storage().data_ptr()
+    assert out[0]["z"].untyped_storage().data_ptr() == table  # contiguous rows: a view
+    assert out[3]["z"].untyped_storage().data_ptr() != table  # rows 1 and 3: gathered
+    cold = actor.FeatureSource(None, _Disk())
+    assert cold.kept_parts([np.array([], dtype=np.int64)])[0]["z"].shape == (0, 3, 2)

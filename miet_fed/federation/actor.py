@@ -190,14 +190,10 @@ class FeatureSource:
         have[known] = self._row[ids[known]] >= 0
         return ids[~have]
 
-    def kept(self, ids: np.ndarray, warm: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-        """Payloads of `ids` as one block, fetched once per process and kept (up to
-        NODE_CACHE_MB) in one table: one backbone call for all the ids a node lacks, however many
-        devices they belong to. `warm` (every image of the run) is fetched too on the first call,
-        if it fits, so a node never refetches when Flower runs it in another worker process."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if not len(ids):
-            return self.features(ids)
+    def _ensure(self, ids: np.ndarray, warm: np.ndarray | None) -> None:
+        """Fetch what the table lacks of `ids` (one backbone call, however many devices they
+        belong to); on the first call also `warm` (every image of the run, device after device)
+        if it fits, then lay the rows out in that order."""
         limit = NODE_CACHE_MB << 20
         missing = self._lacking(ids)
         if len(missing):
@@ -205,14 +201,58 @@ class FeatureSource:
                 self._table, self._row, self._used = {}, np.full(0, -1, np.int64), 0
                 missing = np.unique(ids)
             self._add(missing, self.features(missing))
-        if warm is not None and not self._warmed:
+        if warm is not None and not self._warmed and self._used:
             self._warmed = True
-            rest = self._lacking(np.asarray(warm, dtype=np.int64))
-            per_image = self._nbytes() / self._used
-            if len(rest) and per_image * (self._used + len(rest)) <= limit:
-                self._add(rest, self.features(rest), exact=True)
+            warm = np.asarray(warm, dtype=np.int64)
+            rest = self._lacking(warm)
+            if self._nbytes() / self._used * (self._used + len(rest)) <= limit:
+                if len(rest):
+                    self._add(rest, self.features(rest), exact=True)
+                self._reorder(warm)
+
+    def kept(self, ids: np.ndarray, warm: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Payloads of `ids` as one block, fetched once per process and kept (up to
+        NODE_CACHE_MB) in one table, so a node never refetches, even when Flower runs it in
+        another worker process."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            return self.features(ids)
+        self._ensure(ids, warm)
         index = torch.from_numpy(self._row[ids])
         return {k: v.index_select(0, index) for k, v in self._table.items()}
+
+    def kept_parts(
+        self, parts: list[np.ndarray], warm: np.ndarray | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """`kept` of each part (a device's train or test ids): a part whose rows are one
+        contiguous range of the table (every part, once the table is laid out in the run's
+        device order) is a view of it, not a copy; only the others are gathered."""
+        parts = [np.asarray(q, dtype=np.int64) for q in parts]
+        ids = np.concatenate([*parts, np.zeros(0, np.int64)])
+        if len(ids):
+            self._ensure(ids, warm)
+        table = self._table or self.features(ids[:0])  # an empty table still has the keys
+        out = []
+        for q in parts:
+            rows = self._row[q] if len(q) else q
+            if not len(q):
+                out.append({k: v[:0] for k, v in table.items()})
+            elif rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
+                r0, r1 = int(rows[0]), int(rows[-1]) + 1
+                out.append({k: v[r0:r1] for k, v in self._table.items()})
+            else:
+                index = torch.from_numpy(rows)
+                out.append({k: v.index_select(0, index) for k, v in self._table.items()})
+        return out
+
+    def _reorder(self, order: np.ndarray) -> None:
+        """Lay the rows out in `order` (distinct ids), once: each device's ids then form one
+        contiguous range. Left as it is if the table holds images `order` does not name."""
+        if len(order) != self._used or np.any(self._row[order] < 0):
+            return
+        perm = torch.from_numpy(self._row[order])
+        self._table = {k: v[: self._used].index_select(0, perm) for k, v in self._table.items()}
+        self._row[order] = np.arange(len(order))
 
     def features(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
         if self._actor is not None:

@@ -78,9 +78,13 @@ _NONE = np.zeros(0, dtype=np.int64)
 
 @lru_cache(maxsize=2)
 def _run_images(spec_path: str) -> np.ndarray:
-    """Every image any device of the run holds: what a node process keeps for the run."""
+    """Every image any device of the run holds (what a node process keeps for the run), once
+    each, device after device (train, then test): each device's payloads are then a view."""
     spec = load_spec(spec_path)
-    return np.unique(np.concatenate([*spec.clients_train, *spec.clients_test, _NONE]))
+    pairs = zip(spec.clients_train, spec.clients_test, strict=True)
+    ids = np.concatenate([_NONE, *(i for pair in pairs for i in pair)])
+    _, first = np.unique(ids, return_index=True)
+    return ids[np.sort(first)]
 
 
 FAULT_ENV = "MIET_FED_INJECT_FAULT"  # "device:round[:kill][,...]": fail there (tests)
@@ -163,13 +167,8 @@ class NodeCall:
             for d, t in zip(self.devices, fetch_train, strict=True)
         ]
         parts += [spec.clients_test[d] for d in self.devices]
-        ends = np.cumsum([len(p) for p in parts])
-        # One block for the whole cohort (one fetch, one copy); each device's data is a view.
-        block = source.kept(np.concatenate(parts), warm=_run_images(self.spec_path))
-        views = [
-            {k: v[end - len(p) : end] for k, v in block.items()}
-            for p, end in zip(parts, ends, strict=True)
-        ]
+        # One fetch for the whole cohort; each device's data is a view of the node's table.
+        views = source.kept_parts(parts, warm=_run_images(self.spec_path))
         n = len(self.devices)
         data, slots = [], {"net": []}
         for i, (d, r, t) in enumerate(zip(self.devices, self.last, fetch_train, strict=True)):
