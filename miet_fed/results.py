@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from miet_fed.errors import MietError
+from miet_fed.files import write_text
 
 RESULTS_ROOT = Path("results")
 #: The machine's, not the run's: a full disk or quota, a read-only or forbidden folder.
@@ -80,9 +81,7 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
 def _write_marker(folder: Path, kind: str, identity: str = "") -> None:
     names = sorted(p.name for p in folder.iterdir() if p.name != MARKER)
     info = {"tool": "miet-fed", "kind": kind, "identity": identity, "files": names}
-    tmp = folder / f".{MARKER}.{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, folder / MARKER)
+    write_text(folder / MARKER, json.dumps(info, indent=1) + "\n")
 
 
 def _foreign(folder: Path, marker: dict[str, Any]) -> list[str]:

@@ -38,6 +38,7 @@ from safetensors.numpy import load_file, save_file
 
 from miet_fed.config import SimulateConfig, strip_runtime, to_dict, to_toml
 from miet_fed.errors import MietError
+from miet_fed.files import atomic_write
 from miet_fed.results import claim_run, run_identity
 
 SERVER = "server.json"
@@ -46,15 +47,6 @@ CLIENTS = "devices"  # the device store (miet_fed.federation.device_store) lives
 
 def checkpoint_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.ckpt"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _signature(cfg: SimulateConfig) -> str:
@@ -86,7 +78,7 @@ def open_checkpoint(out: Path, cfg: SimulateConfig) -> tuple[str, int]:
             _set_aside(path, problem)
         path.mkdir(parents=True, exist_ok=True)
         if not saved.exists():
-            _atomic_write(saved, lambda p: p.write_text(_signature(cfg)))
+            atomic_write(saved, lambda p: p.write_text(_signature(cfg)))
             (path / "config.toml").write_text(to_toml(cfg))  # for people: what this run was
     except OSError as exc:
         raise MietError(
@@ -176,7 +168,7 @@ def check_data(path: str, resume_round: int, fingerprint: str) -> int:
         (Path(path) / SERVER).unlink(missing_ok=True)  # the commit point goes first
         _drop_after(Path(path), 0)
         resume_round = 0
-    _atomic_write(saved, lambda p: p.write_text(json.dumps({"fingerprint": fingerprint})))
+    atomic_write(saved, lambda p: p.write_text(json.dumps({"fingerprint": fingerprint})))
     return resume_round
 
 
@@ -270,7 +262,7 @@ def _unflatten(tensors: dict[str, np.ndarray], layout: dict[str, Any]) -> dict[s
 def _save(path: Path, named: dict[str, Any]) -> None:
     tensors, layout = _flatten(named)
     meta = {"layout": json.dumps(layout)}
-    _atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+    atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -297,9 +289,9 @@ def save_server(
     root = Path(path)
     named = {"arrays": arrays, "devices": devices, **strategy_state}
     _save(root / f"server-r{server_round}.safetensors", named)
-    _atomic_write(root / f"rows-r{server_round}.jsonl", lambda p: shutil.copyfile(rows, p))
+    atomic_write(root / f"rows-r{server_round}.jsonl", lambda p: shutil.copyfile(rows, p))
     info = {"round": server_round}
-    _atomic_write(root / SERVER, lambda p: p.write_text(json.dumps(info)))
+    atomic_write(root / SERVER, lambda p: p.write_text(json.dumps(info)))
     for p in _server_files(root):  # keep one generation of server files
         if _round_of(p) != server_round:
             p.unlink(missing_ok=True)
