@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from miet_fed.errors import MietError
+from miet_fed.jobs import job
 from miet_fed.runs import Run, Runs, load_run, load_runs
 
 __all__ = ["Run", "Runs", "build", "load_run", "load_runs", "simulate", "tune"]
@@ -47,17 +48,9 @@ def build(
 ) -> Any:
     """The validated config of `command` from a TOML path, a nested dict or a config object,
     with `overrides` and `out` on top (what the CLI builds from a file, --set and --out)."""
-    from miet_fed.config import (
-        SimulateConfig,
-        TuneConfig,
-        build_config,
-        load_config,
-        merge,
-        to_dict,
-    )
+    from miet_fed.config import build_config, load_config, merge, to_dict
 
-    classes = {"tune": TuneConfig, "simulate": SimulateConfig}
-    cls = classes[command]
+    cls = job(command).config_class
     _check_mapping(overrides)
     extra = _overrides(overrides)
     if out is not None:
@@ -102,9 +95,7 @@ def tune(
     quiet: bool = False,
 ) -> Run:
     """Edge tuning on one device (`miet-fed tune`); returns the finished run."""
-    from miet_fed.tuning import run_tune
-
-    return Run(run_tune(build("tune", config, _quiet(overrides, quiet), out))["out"])
+    return Run(job("tune").runner(build("tune", config, _quiet(overrides, quiet), out))["out"])
 
 
 def simulate(
@@ -116,6 +107,5 @@ def simulate(
 ) -> Run:
     """Federated edge tuning on Flower + Ray (`miet-fed simulate`); returns the finished run.
     A run whose clients failed raises MietError unless `fed.allow_failures` is true."""
-    from miet_fed.federation.runner import run_simulate
-
-    return Run(run_simulate(build("simulate", config, _quiet(overrides, quiet), out))["out"])
+    cfg = build("simulate", config, _quiet(overrides, quiet), out)
+    return Run(job("simulate").runner(cfg)["out"])

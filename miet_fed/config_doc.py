@@ -34,9 +34,9 @@ SWEEP_KEYS = [
 
 
 def _classes() -> dict[str, type]:
-    from miet_fed.config import SimulateConfig, TuneConfig
+    from miet_fed.jobs import config_classes
 
-    return {"tune": TuneConfig, "simulate": SimulateConfig}
+    return config_classes()
 
 
 def toml_value(value: Any) -> str:

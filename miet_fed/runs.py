@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from miet_fed.errors import MietError
+from miet_fed.jobs import JOBS
 
 #: Identifying settings put on every row: column (a summary.json key) -> config.toml key,
 #: read where the summary is silent (tune runs have no strategy: those stay empty).
@@ -119,12 +120,18 @@ class Run:
     def command(self) -> str:
         return str(self.info.get("command", ""))
 
+    @property
+    def federated(self) -> bool:
+        """Devices and rounds (simulate), or one device without a ledger file (tune)."""
+        kind = JOBS.get(self.command)
+        return kind is not None and kind.federated
+
     def ids(self) -> dict[str, Any]:
         """The run's identifying settings: summary.json first, config.toml where it is silent."""
         out: dict[str, Any] = {"run": self.name}
         for col, dotted in ID_COLUMNS.items():
             value = self.info.get(col, self.config.get(dotted))
-            if self.command == "tune" and dotted.startswith("fed."):
+            if not self.federated and dotted.startswith("fed."):
                 value = None  # one device, no federation: not the default of an unused section
             out[col] = value
         return out
@@ -142,7 +149,7 @@ class Run:
         """One of TABLES, tagged; empty (with the id columns) where the run has none."""
         if name not in FILES:
             raise MietError(f"unknown table '{name}'; valid: {', '.join(TABLES)}")
-        if name == "ledger" and self.command == "tune":
+        if name == "ledger" and not self.federated:
             return self._tagged(_tune_ledger(self.info))
         return self._tagged(_read_csv(self.path / FILES[name]))
 

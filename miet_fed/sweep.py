@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from miet_fed.config import (
-    SimulateConfig,
-    TuneConfig,
     build_config,
     flatten,
     merge,
@@ -44,9 +42,10 @@ from miet_fed.config import (
     to_dict,
 )
 from miet_fed.errors import MietError
+from miet_fed.jobs import config_classes, job
 from miet_fed.results import slug
 
-CONFIG_CLASSES: dict[str, type] = {"tune": TuneConfig, "simulate": SimulateConfig}
+CONFIG_CLASSES: dict[str, type] = config_classes()
 SWEEP_KEYS = ("name", "command", "base", "seeds", "description")
 TOP_LEVEL = ("sweep", "set", "grid", "point")
 #: Keys the sweep itself decides for every run.
@@ -251,28 +250,6 @@ def _labels(keys: list[str]) -> dict[str, str]:
     return {k: (s if counts[s] == 1 else k.replace(".", "_")) for k, s in short.items()}
 
 
-def _check_point(command: str, cfg: Any) -> None:
-    """Everything a run would check before its first forward, so a point that cannot run fails
-    at planning, before any point runs: registered names, the selection (n_train against the
-    dataset), the depth k, and for simulate the partition (no client without data)."""
-    if command == "tune":
-        from miet_fed.cloud.service import payload_info
-        from miet_fed.data import load_dataset, vtab_split
-        from miet_fed.tuning import check_names
-
-        check_names(cfg)
-        ds = load_dataset(cfg.data.dataset)
-        vtab_split(ds.labels, cfg.data.n_train, cfg.data.n_test or None, cfg.run.seed)
-        payload_info(cfg.model)
-        return
-    import tempfile
-
-    from miet_fed.federation.runner import prepare
-
-    with tempfile.TemporaryDirectory(prefix="miet-fed-plan-") as tmp:
-        prepare(cfg, Path(tmp))  # data, partitions, payload shape; starts nothing
-
-
 def _comparable(cfg: Any) -> dict[str, Any]:
     return strip_runtime(type(cfg), to_dict(cfg))
 
@@ -321,7 +298,7 @@ def plan(sweep: Sweep, out: Path, quiet: bool = False, check_data: bool = True) 
         try:
             cfg = build_config(cls, data, where)
             if check_data:
-                _check_point(sweep.command, cfg)
+                job(sweep.command).planner(cfg)
         except MietError as exc:  # say which point, once
             raise MietError(str(exc) if where in str(exc) else f"{exc} [{where}]") from None
         given = {**sweep.fixed, **overrides}

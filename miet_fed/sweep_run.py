@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,6 +18,8 @@ import pandas as pd
 
 from miet_fed.config import _CliValue, read_toml
 from miet_fed.errors import MietError
+from miet_fed.files import atomic_write
+from miet_fed.jobs import job
 from miet_fed.results import RESULTS_ROOT, own_folder, slug, write_json
 from miet_fed.sweep import (
     CONFIG_CLASSES,
@@ -114,13 +114,8 @@ def from_args(args: argparse.Namespace) -> Sweep:
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Temp file + os.replace: a reader never sees half a table, an interrupt leaves the old."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """A reader never sees half a table, an interrupt leaves the old (miet_fed.files)."""
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def _scalar(value: Any) -> Any:
@@ -144,8 +139,7 @@ def _run_error(point: Point, summary: dict[str, Any]) -> str:
 
 def _rows_table(point: Point, summary: dict[str, Any]) -> pd.DataFrame:
     """One run's per-round (simulate) or per-epoch (tune) rows, as the run wrote them."""
-    name = "rounds.csv" if summary.get("command") == "simulate" else "metrics.csv"
-    path = point.folder / name
+    path = point.folder / job(summary.get("command")).rows_file
     df = pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
     if df.empty:
         df = pd.DataFrame([{}])
@@ -168,7 +162,7 @@ def build_tables(points: list[Point], errors: dict[int, str]) -> tuple[pd.DataFr
                 rows.append({**front, "error": errors[p.index]})
             continue
         rows_df = _rows_table(p, summary)
-        rounds = rows_df if summary.get("command") == "simulate" else None
+        rounds = rows_df if job(summary.get("command")).federated else None
         total, source = total_bytes(summary, rounds)
         error = errors.get(p.index) or _run_error(p, summary)
         scalars = {k: _scalar(v) for k, v in summary.items() if k not in ("out", "total_bytes")}
@@ -192,38 +186,24 @@ def write_tables(out: Path, points: list[Point], errors: dict[int, str]) -> None
 
 def _write_plan(out: Path, sweep: Sweep, points: list[Point]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".sweep.json.tmp-{uuid.uuid4().hex[:8]}"
-    write_json(
-        tmp,
-        {
-            "name": sweep.name,
-            "command": sweep.command,
-            "description": sweep.description,
-            "source": sweep.source,
-            "base": str(sweep.base) if sweep.base else None,
-            "set": sweep.fixed,
-            "grid": sweep.grid,
-            "columns": varied_keys(sweep),
-            "points": [
-                {"index": p.index, "run": p.slug, "overrides": p.overrides, "values": p.values}
-                for p in points
-            ],
-        },
-    )
-    os.replace(tmp, out / "sweep.json")
+    plan = {
+        "name": sweep.name,
+        "command": sweep.command,
+        "description": sweep.description,
+        "source": sweep.source,
+        "base": str(sweep.base) if sweep.base else None,
+        "set": sweep.fixed,
+        "grid": sweep.grid,
+        "columns": varied_keys(sweep),
+        "points": [
+            {"index": p.index, "run": p.slug, "overrides": p.overrides, "values": p.values}
+            for p in points
+        ],
+    }
+    atomic_write(out / "sweep.json", lambda tmp: write_json(tmp, plan))
 
 
 # ---------------------------------------------------------------- running
-
-
-def _runner(command: str) -> Callable[[Any], dict[str, Any]]:
-    if command == "tune":
-        from miet_fed.tuning import run_tune
-
-        return run_tune
-    from miet_fed.federation.runner import run_simulate
-
-    return run_simulate
 
 
 def run_sweep(
@@ -238,7 +218,7 @@ def run_sweep(
     out = Path(out) if out is not None else RESULTS_ROOT / sweep.name
     points = plan(sweep, out, quiet)
     own_folder(out, "sweep")  # never `..`, never a folder the user's files live in
-    run_one = _runner(sweep.command)
+    run_one = job(sweep.command).runner
     _write_plan(out, sweep, points)
     outcomes: dict[int, Outcome] = {}
     errors: dict[int, str] = {}
@@ -361,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
 
     points, outcomes = run_sweep(sweep, out, quiet=args.quiet)
     _, summary = build_tables(points, {i: o.error for i, o in outcomes.items() if o.error})
-    metric = "test_acc" if sweep.command == "tune" else "personal_acc"
+    metric = job(sweep.command).primary
     cols = [
         c
         for c in ["run", metric, "global_acc", "total_bytes", "wall_seconds", "error"]

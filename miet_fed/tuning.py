@@ -52,6 +52,17 @@ def check_names(cfg: TuneConfig) -> None:
     check_pair(cfg.edge.name, gather.kind)
 
 
+def plan_check(cfg: TuneConfig) -> None:
+    """Every check `run_tune` makes before its first forward (a sweep's planning runs it):
+    registered names, the selection against the dataset, the depth k."""
+    from miet_fed.cloud.service import payload_info
+
+    check_names(cfg)
+    ds = load_dataset(cfg.data.dataset)
+    vtab_split(ds.labels, cfg.data.n_train, cfg.data.n_test or None, cfg.run.seed)
+    payload_info(cfg.model)
+
+
 def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     """Run the job, write `results/<run>/` atomically, return the summary."""
     t0 = time.perf_counter()

@@ -158,6 +158,15 @@ def prepare(
     return Prepared(spec, partition_table(clients, ds.labels, ds.num_classes), used, ds.fingerprint)
 
 
+def plan_check(cfg: SimulateConfig) -> None:
+    """Every check `run_simulate` makes before starting Ray (a sweep's planning runs it): data,
+    partitions (no device without data), payload shape; starts nothing, writes nothing kept."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="miet-fed-plan-") as tmp:
+        prepare(cfg, Path(tmp))
+
+
 def _write_spec(
     cfg: SimulateConfig, tmp: Path, ckpt: str, resume_round: int, nodes: int | None = None
 ) -> tuple[Prepared, Path]:

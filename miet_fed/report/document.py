@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from miet_fed.errors import MietError
+from miet_fed.jobs import JOBS
 from miet_fed.report.plots import _epoch_curves, _round_curves
 from miet_fed.report.sweep_plots import _client_box, _clients_plot, _pareto_plot, _sweep_curves
 from miet_fed.report.tables import (
@@ -106,8 +107,9 @@ class Report:
 def _single_run(rep: Report, src: Path) -> None:
     summary = json.loads((src / "summary.json").read_text())
     command = summary.get("command", "?")
+    kind = JOBS.get(command)
     rounds = _read_csv(src / "rounds.csv")
-    total, source = total_bytes(summary, rounds if command == "simulate" else None)
+    total, source = total_bytes(summary, rounds if kind and kind.federated else None)
     rep.intro.append(f"Single `{command}` run: `{src}`.\n")
     keys = [
         k
@@ -123,7 +125,7 @@ def _single_run(rep: Report, src: Path) -> None:
     info["value"] = [_cell(f, v) for f, v in zip(info["field"], info["value"], strict=True)]
     rep.table(info, "summary_table.csv", "Run summary")
 
-    if command == "simulate" and rounds is not None:
+    if kind is not None and kind.federated and rounds is not None:
         _round_curves(rep, rounds, summary)
         _client_box(rep, [(summary.get("strategy", "run"), src.name, src / "clients.csv")])
         ledger = _read_csv(src / "ledger.csv")
@@ -133,8 +135,8 @@ def _single_run(rep: Report, src: Path) -> None:
             )
         else:
             rep.skip("bytes by kind", "the run has no ledger.csv")
-    elif command == "tune":
-        metrics = _read_csv(src / "metrics.csv")
+    elif kind is not None and not kind.federated:
+        metrics = _read_csv(src / kind.rows_file)
         if metrics is not None and "epoch" in metrics:
             _epoch_curves(rep, metrics)
         else:
@@ -176,11 +178,8 @@ def _sweep(rep: Report, src: Path) -> None:
         sources = [SOURCE_TEXT.get(s, s) for s in _unique(ok["bytes_source"])]
         rep.intro.append("\nBytes: " + "; ".join(sources) + ".")
 
-    metrics = (
-        ["test_acc", "bytes_per_image", "total_bytes", "trainable_params", "train_seconds"]
-        if command == "tune"
-        else ["personal_acc", "global_acc", "total_bytes", "failures", "wall_seconds"]
-    )
+    kind = JOBS.get(command, JOBS["simulate"])
+    metrics = kind.sweep_metrics
     cols = ["run", *grid, *[m for m in metrics if m in summary], "error"]
     table = summary[cols].copy()
     table["error"] = table["error"].astype(object).where(table["error"].notna(), "")
@@ -191,10 +190,10 @@ def _sweep(rep: Report, src: Path) -> None:
         rep.skip("all plots", "no run of the sweep finished")
         return
     ok["total_bytes"] = pd.to_numeric(ok.get("total_bytes"), errors="coerce")
-    color = _color_key(ok, command)
-    _pareto_plot(rep, ok, command, color)
-    _clients_plot(rep, ok, command)
-    if command == "simulate":
+    color = _color_key(ok, kind)
+    _pareto_plot(rep, ok, kind, color)
+    _clients_plot(rep, ok, kind)
+    if kind.federated:
         labels = _run_labels(ok, "strategy")
         group = ok["strategy"] if "strategy" in ok else ok["run"]
         _client_box(
@@ -206,16 +205,16 @@ def _sweep(rep: Report, src: Path) -> None:
         )
     else:
         rep.skip("per-client accuracy spread", "tune runs have a single device")
-    _sweep_curves(rep, runs, ok, command, color)
+    _sweep_curves(rep, runs, ok, kind, color)
     for extra in sorted(src.glob("cost*.csv")):
         shutil.copyfile(extra, rep.out / extra.name)
         rep.table(
             pd.read_csv(extra), extra.name, f"Cost table from the sweep folder ({extra.name})"
         )
-    if command == "tune":
-        _tune_cost(rep, ok)
-    else:
+    if kind.federated:
         _sim_cost(rep, ok, src)
+    else:
+        _tune_cost(rep, ok)
 
 
 def make_report(src: Path, out: Path | None = None) -> Path:

@@ -15,12 +15,13 @@ from miet_fed.report.plots import _colors
 from miet_fed.report.tables import SOURCE_TEXT, _pareto, _read_csv, _run_labels, _unique
 
 if TYPE_CHECKING:
+    from miet_fed.jobs import Job
     from miet_fed.report.document import Report
 
 
-def _pareto_plot(rep: Report, ok: pd.DataFrame, command: str, color: str | None) -> None:
+def _pareto_plot(rep: Report, ok: pd.DataFrame, kind: Job, color: str | None) -> None:
     """(a) accuracy against total bytes, one point per run."""
-    primary = "test_acc" if command == "tune" else "personal_acc"
+    primary = kind.primary
     if primary not in ok or ok["total_bytes"].isna().all() or ok[primary].isna().all():
         rep.skip("accuracy vs bytes", f"no runs with both {primary} and total bytes")
         return
@@ -32,7 +33,7 @@ def _pareto_plot(rep: Report, ok: pd.DataFrame, command: str, color: str | None)
     has_global = "global_acc" in df and df["global_acc"].notna().any()
     for g in groups:
         part = df[df[color] == g] if color else df
-        name = "personal" if command == "simulate" else "test"
+        name = kind.primary_text.split()[0]
         ax.scatter(
             part["total_bytes"],
             100 * part[primary],
@@ -75,7 +76,7 @@ def _pareto_plot(rep: Report, ok: pd.DataFrame, command: str, color: str | None)
         else "source unknown"
     )
     ax.set_xlabel(f"total bytes communicated per run ({scale})\n{sources}")
-    ax.set_ylabel("test accuracy (%)" if command == "tune" else "final-round accuracy (%)")
+    ax.set_ylabel(kind.accuracy_axis)
     title = "Accuracy vs communication, one point per run"
     ax.set_title(title + (f", colored by {color}" if color else ""))
     ax.grid(alpha=0.3, which="both")
@@ -88,7 +89,7 @@ def _pareto_plot(rep: Report, ok: pd.DataFrame, command: str, color: str | None)
     what = (
         "personal accuracy (filled) and global accuracy (hollow squares)"
         if has_global
-        else ("personal accuracy" if command == "simulate" else "test accuracy")
+        else kind.primary_text
     )
     rep.plot(
         fig,
@@ -107,9 +108,9 @@ def _pareto_plot(rep: Report, ok: pd.DataFrame, command: str, color: str | None)
     rep.table(df[cols + ["pareto"]], "pareto.csv", "Accuracy vs bytes (Pareto view)")
 
 
-def _clients_plot(rep: Report, ok: pd.DataFrame, command: str) -> None:
+def _clients_plot(rep: Report, ok: pd.DataFrame, kind: Job) -> None:
     """(b) accuracy and bytes against the number of clients, one line per strategy."""
-    if command != "simulate" or "num_clients" not in ok or ok["num_clients"].nunique() < 2:
+    if not kind.federated or "num_clients" not in ok or ok["num_clients"].nunique() < 2:
         rep.skip("accuracy and bytes vs number of clients", "fed.num_clients does not vary")
         return
     strat = "strategy" if "strategy" in ok else None
@@ -231,10 +232,10 @@ def _client_box(rep: Report, runs: list[tuple[str, str, Path]]) -> None:
 
 
 def _sweep_curves(
-    rep: Report, runs: pd.DataFrame | None, ok: pd.DataFrame, command: str, color: str | None
+    rep: Report, runs: pd.DataFrame | None, ok: pd.DataFrame, kind: Job, color: str | None
 ) -> None:
     """Learning curves of every run: accuracy per round (simulate) or per epoch (tune)."""
-    x, y = ("round", "personal_acc") if command == "simulate" else ("epoch", "test_acc")
+    x, y = kind.step, kind.primary
     if runs is None or x not in runs or y not in runs or runs[y].isna().all():
         rep.skip("learning curves", f"runs.csv has no {y} per {x}")
         return

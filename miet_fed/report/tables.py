@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from miet_fed.errors import MietError
+from miet_fed.jobs import JOBS, Job
 from miet_fed.markdown import table
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ def total_bytes(summary: dict[str, Any], rounds: pd.DataFrame | None) -> tuple[f
         return float(summary["total_bytes"]), LEDGER
     if rounds is not None and "bytes_cum" in rounds and rounds["bytes_cum"].notna().any():
         return float(rounds["bytes_cum"].max()), LEDGER
-    if summary.get("command") == "simulate":
+    kind = JOBS.get(summary.get("command"))
+    if kind is not None and kind.federated:
         params = 0.0
         if rounds is not None:
             for col in ("params_up_bytes", "params_down_bytes"):
@@ -114,9 +116,9 @@ def _flat(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in summary.items()}
 
 
-def _color_key(summary: pd.DataFrame, command: str) -> str | None:
+def _color_key(summary: pd.DataFrame, kind: Job) -> str | None:
     """What to color runs by: the strategy or gather that varies, else the first varied key."""
-    order = ["strategy", "gather"] if command == "simulate" else ["gather", "strategy"]
+    order = kind.color_order
     for col in order:
         if col in summary and summary[col].nunique() > 1:
             return col
