@@ -84,12 +84,12 @@ class RoundClock:
 class TextLogger:
     """Appends every line to the run folder's log.txt and every round to scalars.jsonl."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: Path, step: str = "round") -> None:
+        self.folder, self.step = Path(folder), step  # step: the key of each JSON object's index
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def log_round(self, round_: int, scalars: dict[str, float]) -> None:
-        row = {"round": round_, **{k: _finite_or_none(v) for k, v in scalars.items()}}
+        row = {self.step: round_, **{k: _finite_or_none(v) for k, v in scalars.items()}}
         with (self.folder / SCALARS_FILE).open("a") as f:
             f.write(json.dumps(row, default=float) + "\n")
 
@@ -148,8 +148,10 @@ class TensorBoardLogger:
 class Hooks:
     """Fans a round out to every logger and returns the progress line to print."""
 
-    def __init__(self, loggers: list[Any], total_rounds: int, first_round: int = 1) -> None:
-        self.loggers = loggers
+    def __init__(
+        self, loggers: list[Any], total_rounds: int, first_round: int = 1, unit: str = "round"
+    ) -> None:
+        self.loggers, self.unit = loggers, unit  # unit: "round" (simulate) or "epoch" (tune)
         self.clock = RoundClock(total_rounds, first_round)
 
     def round(
@@ -161,7 +163,7 @@ class Hooks:
             shown = ", ".join(
                 f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in scalars.items()
             )
-        line = f"round {round_}/{self.clock.total}: {shown}{', ' + note if note else ''}, "
+        line = f"{self.unit} {round_}/{self.clock.total}: {shown}{', ' + note if note else ''}, "
         line += f"{seconds_text(elapsed)}, ETA {seconds_text(eta)}"
         for logger in self.loggers:
             logger.log_round(round_, {**scalars, "elapsed_seconds": round(elapsed, 3)})
@@ -204,12 +206,13 @@ def open_hooks(
     first_round: int = 1,
     tensorboard: bool = False,
     extra: list[Any] | None = None,
+    unit: str = "round",
 ) -> Hooks:
     """The loggers of one run: its log.txt and scalars.jsonl, TensorBoard if asked, the
     trackers added with `add_tracker`, and any tracker of the caller's (`extra`)."""
-    loggers: list[Any] = [TextLogger(folder)]
+    loggers: list[Any] = [TextLogger(folder, unit)]
     if tensorboard:
         loggers.append(TensorBoardLogger(Path(folder) / TENSORBOARD_DIR))
     loggers += [factory(Path(folder)) for factory in TRACKERS]
     loggers += extra or []
-    return Hooks(loggers, total_rounds, first_round)
+    return Hooks(loggers, total_rounds, first_round, unit)

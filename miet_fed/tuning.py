@@ -6,6 +6,7 @@ device then trains its edge network on the payloads for the configured epochs.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ from miet_fed.config import TuneConfig, to_toml
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.edge.networks import build_edge_network, check_pair
 from miet_fed.edge.train import Optim, evaluate, fit
+from miet_fed.logging_hooks import check_tensorboard, open_hooks
 from miet_fed.results import (
     atomic_dir,
     check_replaceable,
@@ -50,6 +52,7 @@ def check_names(cfg: TuneConfig) -> None:
     gather = get_gather(cfg.model.gather)
     check_dtype(cfg.model.dtype)
     check_pair(cfg.edge.name, gather.kind)
+    check_tensorboard(cfg.run.tensorboard)
 
 
 def plan_check(cfg: TuneConfig) -> None:
@@ -83,47 +86,48 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
         cfg.edge.name, service.payload_kind, service.payload_shape, ds.num_classes, cfg.edge
     )
     rows: list[dict[str, Any]] = []
-    t_train = time.perf_counter()
+    with atomic_dir(out, identity, overwrite) as tmp:  # held from here: the log is written live
+        hooks = open_hooks(tmp, cfg.train.epochs, tensorboard=cfg.run.tensorboard, unit="epoch")
+        t_train = time.perf_counter()
 
-    def on_epoch(epoch: int, loss: float, acc: float) -> None:
-        test_loss, test_acc = evaluate(net, x_test, y_test)
-        net.train()
-        rows.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": loss,
-                "train_acc": acc,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
-                "seconds": round(time.perf_counter() - t_train, 3),
-            }
-        )
+        def on_epoch(epoch: int, loss: float, acc: float) -> None:
+            test_loss, test_acc = evaluate(net, x_test, y_test)
+            net.train()
+            row = {"train_loss": loss, "train_acc": acc, "test_loss": test_loss}
+            line = hooks.round(epoch + 1, {**row, "test_acc": test_acc})
+            if cfg.run.progress:
+                print(line, file=sys.stderr, flush=True)
+            seconds = round(time.perf_counter() - t_train, 3)
+            rows.append({"epoch": epoch + 1, **row, "test_acc": test_acc, "seconds": seconds})
 
-    gen = torch.Generator().manual_seed(cfg.run.seed)
-    optim = Optim(cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.weight_decay)
-    fit(net, x_train, y_train, optim, gen, on_epoch=on_epoch)
-    train_seconds = time.perf_counter() - t_train
-    test_loss, test_acc = evaluate(net, x_test, y_test)
+        with hooks:
+            gen = torch.Generator().manual_seed(cfg.run.seed)
+            optim = Optim(
+                cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.weight_decay
+            )
+            fit(net, x_train, y_train, optim, gen, on_epoch=on_epoch)
+            train_seconds = time.perf_counter() - t_train
+            test_loss, test_acc = evaluate(net, x_test, y_test)
+            hooks.text(f"final: test_acc {test_acc:.4f}, test_loss {test_loss:.4f}")
 
-    h, w = ds.images.shape[1:3]
-    channels = 1 if ds.images.ndim == 3 else ds.images.shape[3]
-    summary = {
-        "command": "tune",
-        "dataset": cfg.data.dataset,
-        "n_train": len(split.train),
-        "n_test": len(split.test),
-        **setting_fields(cfg),
-        "test_acc": test_acc,
-        "test_loss": test_loss,
-        "bytes_per_image": service.bytes_per_image,
-        "raw_image_bytes": raw_image_bytes(h, w, channels),
-        "payload_shape": list(service.payload_shape),
-        "trainable_params": net.trainable_parameters(),
-        **service.stats(),
-        "train_seconds": round(train_seconds, 3),
-        "wall_seconds": round(time.perf_counter() - t0, 3),
-    }
-    with atomic_dir(out, identity, overwrite) as tmp:
+        h, w = ds.images.shape[1:3]
+        channels = 1 if ds.images.ndim == 3 else ds.images.shape[3]
+        summary = {
+            "command": "tune",
+            "dataset": cfg.data.dataset,
+            "n_train": len(split.train),
+            "n_test": len(split.test),
+            **setting_fields(cfg),
+            "test_acc": test_acc,
+            "test_loss": test_loss,
+            "bytes_per_image": service.bytes_per_image,
+            "raw_image_bytes": raw_image_bytes(h, w, channels),
+            "payload_shape": list(service.payload_shape),
+            "trainable_params": net.trainable_parameters(),
+            **service.stats(),
+            "train_seconds": round(train_seconds, 3),
+            "wall_seconds": round(time.perf_counter() - t0, 3),
+        }
         (tmp / "config.toml").write_text(to_toml(cfg))
         pd.DataFrame(rows).to_csv(tmp / "metrics.csv", index=False)
         write_json(tmp / "summary.json", summary)

@@ -43,11 +43,21 @@ def test_tune_writes_results_and_second_run_hits_cache(tiny_npz, capsys):
     assert sorted(p.name for p in out.iterdir()) == [
         ".miet-fed-run.json",  # the marker that lets a rerun replace this folder
         "config.toml",
+        "log.txt",
         "metrics.csv",
+        "scalars.jsonl",
         "summary.json",
     ]
     metrics = pd.read_csv(out / "metrics.csv")
     assert list(metrics.epoch) == list(range(1, 16))
+    log = (out / "log.txt").read_text().splitlines()
+    assert log[0].startswith("epoch 1/15: train_loss ") and ", ETA " in log[0]
+    assert len(log) == 16 and log[-1] == f"final: test_acc {first['test_acc']:.4f}, " + (
+        f"test_loss {first['test_loss']:.4f}"
+    )
+    scalars = [json.loads(line) for line in (out / "scalars.jsonl").read_text().splitlines()]
+    assert [s["epoch"] for s in scalars] == list(range(1, 16))
+    assert [s["test_acc"] for s in scalars] == metrics.test_acc.tolist()
     assert metrics.train_loss.iloc[-1] < metrics.train_loss.iloc[0]
     assert json.loads((out / "summary.json").read_text())["test_acc"] == first["test_acc"]
     # The saved config reloads to the same config the run used.

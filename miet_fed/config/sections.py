@@ -163,8 +163,8 @@ class RunConfig(Section):
     )
     tensorboard: bool = setting(
         False,
-        "simulate: also write per-round scalars to <run>/tensorboard (needs the tensorboard "
-        "package); log.txt and scalars.jsonl are always written",
+        "also write scalars per round (simulate) or epoch (tune) to <run>/tensorboard (needs "
+        "the tensorboard package); log.txt and scalars.jsonl are always written",
         runtime=True,
     )
     plugins: tuple[str, ...] = setting(
