@@ -167,3 +167,20 @@ def test_int8_roundtrip_and_bytes():
     assert codec.nbytes(parts) == 5 * (7 * 16 + 7 * 4)
     err = (codec.decode(parts) - x).abs().max() / x.abs().max()
     assert err < 0.01
+
+
+def test_large_images_are_batched_by_bytes_not_only_by_count(tmp_path, monkeypatch):
+    from miet_fed.cloud import cache
+
+    images = np.zeros((5, 64, 64, 3), np.uint8)
+    monkeypatch.setattr(cache, "BATCH_BYTES", 2 * 4 * 3 * 64 * 64)  # two float RGB copies
+    calls = []
+
+    def compute(x: np.ndarray) -> torch.Tensor:
+        calls.append(len(x))
+        return torch.zeros(len(x), 2, 3)
+
+    fill(FeatureStore(tmp_path, KEY), np.arange(5), images, compute, "fp16", 64, progress=False)
+    assert calls == [2, 2, 1]
+    assert cache.batch_for(images, 64, budget=1) == 1  # never zero
+    assert cache.batch_for(images, 3, budget=1 << 30) == 3  # small images: batch_size rules

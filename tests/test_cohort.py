@@ -401,3 +401,12 @@ def test_node_payload_parts_are_views_of_a_table_laid_out_in_run_order():
     assert out[3]["z"].untyped_storage().data_ptr() != table  # rows 1 and 3: gathered
     cold = actor.FeatureSource(None, _Disk())
     assert cold.kept_parts([np.array([], dtype=np.int64)])[0]["z"].shape == (0, 3, 2)
+
+
+def test_local_ray_offers_one_worker_per_node_and_no_more():
+    from miet_fed.federation.ray_setup import local_cpus
+
+    assert local_cpus(1, 1.0, have=16) == 1  # one device: one worker process, not 16
+    assert local_cpus(4, 0.5, have=16) == 2 and local_cpus(3, 0.5, have=16) == 2
+    assert local_cpus(100, 1.0, have=16) == 16  # at most the machine's
+    assert local_cpus(None, 1.0, have=16) == 16  # unknown (flwr run): the machine's

@@ -248,6 +248,20 @@ class FeatureStore:
         return codec.select(self._parts, torch.from_numpy(pos))
 
 
+#: Decoded bytes one backbone batch of raw images may take (float32, 3 channels, before the
+#: resize): large images are batched by bytes, not only by `model.batch_size`, so memory stays
+#: bounded whatever their size.
+BATCH_BYTES = 256 << 20
+
+
+def batch_for(images: np.ndarray, batch_size: int, budget: int | None = None) -> int:
+    """Images per backbone batch: `batch_size`, fewer when their float32 RGB copies would
+    take more than `budget` bytes (at least one)."""
+    budget = BATCH_BYTES if budget is None else budget
+    per_image = 4 * 3 * int(np.prod(images.shape[1:3])) if len(images) else 1
+    return max(1, min(batch_size, budget // max(1, per_image)))
+
+
 def fill(
     store: FeatureStore,
     ids: np.ndarray,
@@ -272,6 +286,7 @@ def fill(
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc="backbone", unit="img", disable=not progress, file=sys.stderr)
+    batch_size = batch_for(images, batch_size)
     done = 0
     for start in range(0, len(todo), shard_size):
         chunk = todo[start : start + shard_size]

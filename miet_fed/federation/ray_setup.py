@@ -17,6 +17,7 @@ theirs to set up; see the README), with only a fast reachability check first.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import signal
@@ -104,8 +105,18 @@ def _reload_auth_settings() -> bool:
 _SET_HERE: dict[str, str | None] = {}  # variables a local run set, with their earlier values
 
 
-def _init_ray(cfg: Any) -> None:
-    """Start a private local Ray instance, or join the user's cluster (`run.ray_address`)."""
+def local_cpus(nodes: int | None, cpus_per_client: float, have: int) -> int:
+    """CPUs a local Ray instance offers: enough for one worker per cohort node and no more
+    (Flower starts a worker process per `cpus_per_client` the cluster has, whatever the run
+    needs), at most the machine's."""
+    if not nodes:
+        return have
+    return max(1, min(have, math.ceil(nodes * cpus_per_client - 1e-9)))
+
+
+def _init_ray(cfg: Any, nodes: int | None = None) -> None:
+    """Start a private local Ray instance, or join the user's cluster (`run.ray_address`).
+    `nodes`: the run's cohort nodes, which bounds a local instance's worker processes."""
     import ray
 
     from miet_fed.federation.spec import NAMESPACE
@@ -155,6 +166,7 @@ def _init_ray(cfg: Any) -> None:
         )
     with _keep_sigterm_handler(), _local_only():
         ray.init(
+            num_cpus=local_cpus(nodes, cfg.fed.cpus_per_client, have),
             include_dashboard=False,
             _node_ip_address="127.0.0.1",  # nothing listens beyond this machine
             **common,

@@ -250,7 +250,7 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
     t0 = time.perf_counter()
     logging.getLogger("flwr").setLevel(logging.WARNING)
     quiet_flower()
-    _init_ray(cfg)
+    _init_ray(cfg, prep.spec.num_nodes)
     try:
         _check_gpus(cfg)
         actor = start_actor(
