@@ -306,6 +306,7 @@ def test_study_scripts_build_their_sweeps():
         assert str(quick.fixed["train.epochs"]) == "1"  # typed later, by the config field
 
 
+@pytest.mark.slow  # a sweep subprocess killed and rerun: tens of seconds
 def test_sweep_killed_hard_resumes_to_the_same_table(tiny_npz, tmp_path):
     """SIGKILL a sweep in its second run, start it again: the table equals an uninterrupted one,
     and no half-written run is ever visible."""
