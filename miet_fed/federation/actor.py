@@ -234,15 +234,15 @@ class FeatureSource:
         table = self._table or self.features(ids[:0])  # an empty table still has the keys
         out = []
         for q in parts:
-            rows = self._row[q] if len(q) else q
             if not len(q):
                 out.append({k: v[:0] for k, v in table.items()})
-            elif rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
-                r0, r1 = int(rows[0]), int(rows[-1]) + 1
-                out.append({k: v[r0:r1] for k, v in self._table.items()})
+                continue
+            rows = self._row[q]
+            if np.all(np.diff(rows) == 1):  # one contiguous range: a view
+                out.append({k: v[rows[0] : rows[-1] + 1] for k, v in table.items()})
             else:
                 index = torch.from_numpy(rows)
-                out.append({k: v.index_select(0, index) for k, v in self._table.items()})
+                out.append({k: v.index_select(0, index) for k, v in table.items()})
         return out
 
     def _reorder(self, order: np.ndarray) -> None:
