@@ -4,6 +4,7 @@ print over each other; SI units as in the tables and `miet-fed cost`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -74,8 +75,9 @@ def test_every_tune_plot_has_labelled_axes_and_ticks(tune_sweep, tmp_path):
 
 
 @pytest.mark.slow
-def test_every_simulate_plot_has_labelled_axes_and_ticks(tmp_path_factory, tmp_path, monkeypatch):
-    """A real 2 x 2 sweep of tiny Flower simulations: strategies against device counts."""
+def test_simulate_sweep_tables_report_and_plots(tmp_path_factory, tmp_path, monkeypatch, capsys):
+    """A real 2 x 2 sweep of tiny Flower simulations (strategies against device counts, 2
+    rounds): tidy per-round rows, the report's files, and every plot readable."""
     monkeypatch.setenv("MIET_FED_CACHE", str(session_cache(tmp_path_factory)))
     toml = write_sweep(
         tmp_path / "s.toml",
@@ -85,11 +87,26 @@ def test_every_simulate_plot_has_labelled_axes_and_ticks(tmp_path_factory, tmp_p
         fixed={"fed.rounds": 2, "fed.partition": "iid", "train.epochs": 1},
         grid={"fed.strategy": ["local", "fedavg"], "fed.num_clients": [2, 4]},
     )
-    assert main(["sweep", str(toml), "--quiet", "--out", str(tmp_path / "s")]) == 0
-    rep = _report(tmp_path / "s", tmp_path / "rep")
+    sweep = tmp_path / "s"
+    assert main(["sweep", str(toml), "--quiet", "--json", "--out", str(sweep)]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["ran"] == 4
+    runs = pd.read_csv(sweep / "runs.csv")
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert list(summary["fed.strategy"]) == ["local", "local", "fedavg", "fedavg"]
+    assert list(summary["fed.num_clients"]) == [2, 4, 2, 4]
+    assert (summary["total_bytes"] > 0).all()
+    fedavg = runs[runs["fed.strategy"] == "fedavg"]
+    assert list(fedavg["round"]) == [0, 1, 2] * 2  # round 0: the initial global model
+    assert fedavg["global_acc"].notna().all()
+    assert set(runs["strategy"]) == {"local", "fedavg"}
+    assert main(["report", str(sweep)]) == 0
+    for name in ("report.md", "pareto.png", "vs_clients.png", "client_spread.png", "curves.png"):
+        assert (sweep / "report" / name).is_file(), name
+
+    rep = _report(sweep, tmp_path / "rep")
     assert {"pareto.png", "vs_clients.png", "client_spread.png", "curves.png"} <= set(rep.figures)
-    run = tmp_path / "s" / "runs" / "strategy_fedavg-num_clients_4"
-    one = _report(run, tmp_path / "one", single=True)
+    one = _report(sweep / "runs" / "strategy_fedavg-num_clients_4", tmp_path / "one", single=True)
     assert {"accuracy_per_round.png", "bytes_per_round.png"} <= set(one.figures)
     for name, fig in {**rep.figures, **one.figures}.items():
         assert_readable(fig, name)

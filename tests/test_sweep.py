@@ -1,5 +1,5 @@
 """`miet-fed sweep` on a tiny random ViT: grid and explicit points, up-front validation, resume,
-failed points; one slow test sweeps a tiny Flower simulation."""
+failed points (tests/test_plots.py sweeps tiny Flower simulations and reports them)."""
 
 from __future__ import annotations
 
@@ -254,38 +254,6 @@ def test_failed_point_is_recorded_and_exit_is_nonzero(tiny_npz, tmp_path, capsys
     # Started again: the failed point is tried again, the finished one is skipped.
     rc, info, _ = _sweep(capsys, str(toml))
     assert rc == 1 and (info["skipped"], info["failed"]) == (1, 1)
-
-
-@pytest.mark.slow
-def test_simulate_sweep_and_report(tiny_npz, tmp_path, capsys):
-    """Two tiny Flower simulations (4 clients, 2 rounds): tidy per-round rows, then the report."""
-    toml = write_sweep(
-        tmp_path / "s.toml",
-        tiny_npz,
-        command="simulate",
-        fixed={
-            "fed.num_clients": 4,
-            "fed.rounds": 2,
-            "fed.partition": "iid",
-            "train.epochs": 1,
-        },
-        grid={"fed.strategy": ["local", "fedavg"]},
-    )
-    rc, info, err = _sweep(capsys, str(toml))
-    assert rc == 0 and info["ran"] == 2, err
-    runs = pd.read_csv("results/sw/runs.csv")
-    summary = pd.read_csv("results/sw/summary.csv")
-    assert list(summary["fed.strategy"]) == ["local", "fedavg"]
-    assert (summary["total_bytes"] > 0).all()
-    fedavg = runs[runs["fed.strategy"] == "fedavg"]
-    assert list(fedavg["round"]) == [0, 1, 2]  # round 0: the initial global model
-    assert fedavg["global_acc"].notna().all()
-    assert set(runs["strategy"]) == {"local", "fedavg"}
-    assert main(["report", "results/sw"]) == 0
-    report = Path("results/sw/report")
-    for name in ("report.md", "pareto.png", "client_spread.png", "curves.png"):
-        assert (report / name).is_file(), name
-    assert "num_clients does not vary" in (report / "report.md").read_text()
 
 
 def test_study_scripts_build_their_sweeps():
