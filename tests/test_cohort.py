@@ -228,17 +228,32 @@ def _simulate(capsys, npz: Path, out: str, *sets: str) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fedavg", "ditto", "fedbabu", "fedadam"])
-def test_cohort_run_equals_one_device_per_node(strategy, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("strategy", "gather", "edge", "dtype"),
+    [
+        ("fedavg", "sum", "lae", "fp32"),
+        ("ditto", "last", "lae", "fp16"),
+        ("fedbabu", "all", "ladder", "bf16"),
+        ("fedadam", "cls", "linear", "int8"),
+    ],
+)
+def test_cohort_run_equals_one_device_per_node(strategy, gather, edge, dtype, tmp_path, capsys):
+    """Both packings give the same results and ledgers; each gather, payload dtype and edge
+    network on the way (the ledger equals the cost model for each)."""
+    from miet_fed.comm.cost import feature_bytes_per_image
     from tests.conftest import make_tiny_npz
 
     npz = make_tiny_npz(tmp_path / "tiny.npz")
-    one = _simulate(
-        capsys, npz, "results/one", f"fed.strategy={strategy}", "fed.devices_per_node=1"
-    )
-    all_ = _simulate(
-        capsys, npz, "results/all", f"fed.strategy={strategy}", "fed.devices_per_node=6"
-    )
+    sets = [f"fed.strategy={strategy}", f"model.gather={gather}", f"edge.name={edge}"]
+    sets += [f"model.dtype={dtype}", "model.k=3"]
+    one = _simulate(capsys, npz, "results/one", *sets, "fed.devices_per_node=1")
+    all_ = _simulate(capsys, npz, "results/all", *sets, "fed.devices_per_node=6")
+    for run, s in (("one", one), ("all", all_)):
+        assert s["ledger_equals_model"], (s["bytes_by_kind"], s["model_bytes_by_kind"])
+        assert s["feature_bytes_per_image"] == feature_bytes_per_image(gather, 5, 192, 3, dtype)
+        rounds = pd.read_csv(f"results/{run}/rounds.csv")
+        assert rounds.bytes_cum.iloc[-1] == s["total_bytes"]
+        assert (rounds[rounds["round"] >= 1].comm_seconds > 0).all()
     assert one["failures"] == all_["failures"] == 0
     assert one["ledger_equals_model"] and all_["ledger_equals_model"]
     la = pd.read_csv("results/one/ledger.csv")
