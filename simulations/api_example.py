@@ -2,7 +2,7 @@
 cost in pandas.
 
     .venv/bin/python simulations/api_example.py            # 2 strategies x 2 device counts
-    .venv/bin/python simulations/api_example.py --quick    # tiny random ViT, 10 devices: a smoke test
+    .venv/bin/python simulations/api_example.py --quick    # tiny random ViT, 10 devices: smoke
 
 Runs go to results/api_example/<strategy>-n<clients>/; a run already there with the same
 settings is reused (resumed or replaced by the library's own rules), so the script can be
