@@ -26,6 +26,7 @@ class Registry(Generic[T]):
         self._package = package
         self._items: dict[str, T] = {}
         self._where: dict[str, str] = {}  # name -> module that registered it
+        self._renamed: dict[str, str] = {}  # earlier name -> current name
         self._loaded = package is None
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -46,6 +47,11 @@ class Registry(Generic[T]):
 
         return deco
 
+    def rename(self, old: str, new: str) -> None:
+        """`old` is an earlier name of `new`: a config or run folder written before the rename
+        gets a one-line error naming the new one (not a silent alias: results say which)."""
+        self._renamed[old] = new
+
     def _load(self) -> None:
         if self._loaded:
             return
@@ -62,6 +68,11 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load()
         if name not in self._items:
+            if name in self._renamed:
+                raise MietError(
+                    f"{self.kind} '{name}' was renamed to '{self._renamed[name]}'; use "
+                    f"'{self._renamed[name]}' in the config or on the command line"
+                )
             raise MietError(f"unknown {self.kind} '{name}'; valid: {', '.join(self.names())}")
         return self._items[name]
 

@@ -233,7 +233,7 @@ def _simulate(capsys, npz: Path, out: str, *sets: str) -> dict:
     [
         ("fedavg", "sum", "lae", "fp32"),
         ("ditto", "last", "lae", "fp16"),
-        ("fedbabu", "all", "ladder", "bf16"),
+        ("fedbabu", "all", "layerwise", "bf16"),
         ("fedadam", "cls", "linear", "int8"),
     ],
 )

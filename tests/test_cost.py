@@ -60,9 +60,9 @@ EDGE_CASES = [
     ("linear", (65, 384), 10, 32, 2, 4, "cls+mean"),
     ("linear", (65, 384), 7, 32, 2, 4, "cls"),
     ("linear", (384,), 10, 32, 2, 4, "cls+mean"),  # vector payload: no pooling
-    ("ladder", (13, 65, 384), 10, 32, 2, 4, "cls+mean"),
-    ("ladder", (1, 9, 24), 3, 8, 2, 2, "mean"),  # k=0: one map, no block
-    ("ladder", (4, 17, 48), 5, 12, 1, 3, "cls"),
+    ("layerwise", (13, 65, 384), 10, 32, 2, 4, "cls+mean"),
+    ("layerwise", (1, 9, 24), 3, 8, 2, 2, "mean"),  # k=0: one map, no block
+    ("layerwise", (4, 17, 48), 5, 12, 1, 3, "cls"),
 ]
 
 
@@ -87,7 +87,7 @@ def test_param_counts_reject_bad_input():
     from miet_fed.config import EdgeConfig
     from miet_fed.edge.networks import param_counts
 
-    with pytest.raises(MietError, match="unknown edge network 'mlp'; valid: ladder, lae, linear"):
+    with pytest.raises(MietError, match="unknown edge network 'mlp'; valid: lae, layerwise, linear"):
         EdgeConfig(name="mlp")
     with pytest.raises(MietError, match="consumes tokens payloads"):
         param_counts("lae", "vector", (8,), 2, EdgeConfig(rank=4, heads=2))

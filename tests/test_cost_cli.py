@@ -56,7 +56,7 @@ def test_table_is_printed(capsys):
     [("vit_large_patch16_224", 224, 197, 1024, 24), ("vit_small_patch14_dinov2", 112, 65, 384, 12)],
 )
 def test_any_timm_vit_without_weights(capsys, model, size, tokens, dim, depth):
-    argv = ["cost", "--model", model, "--img-size", str(size), "--edge", "ladder", "--json"]
+    argv = ["cost", "--model", model, "--img-size", str(size), "--edge", "layerwise", "--json"]
     assert main(argv) == 0
     report = _json_line(capsys)
     assert (report["tokens"], report["dim"], report["depth"]) == (tokens, dim, depth)

@@ -75,7 +75,7 @@ def test_each_gather_reports_the_bytes_the_cost_model_predicts(tiny_npz, capsys)
         ("sum", "lae", 3),
         ("last", "linear", 2),
         ("cls", "linear", 12),
-        ("all", "ladder", 2),
+        ("all", "layerwise", 2),
     ]:
         s = _tune(
             capsys,

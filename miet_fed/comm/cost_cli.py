@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="edge_gather",
         default=None,
         help="payload the edge network reads; None = the one it declares (lae: sum, linear: "
-        "cls, ladder: all)",
+        "cls, layerwise: all)",
     )
     parser.add_argument("--rank", type=int, default=edge.rank, help="edge attention rank")
     parser.add_argument("--blocks", type=int, default=edge.blocks, help="lae low-rank blocks")

@@ -1,7 +1,10 @@
-"""A LAST-style ladder side network: the high-cost baseline that needs every z_i separately.
+"""`layerwise`: one low-rank attention block per backbone layer, the all-layers baseline that
+needs every z_i separately (the `all` payload, k+1 maps).
 
-It walks the payload layer by layer: h_0 = LN(z_0), h_i = LowRankAttention_i(h_{i-1} + LN_i(z_i)),
-so it consumes the `all` payload (k+1 maps) and has one low-rank block per backbone block.
+h_0 = LN(z_0), h_i = LowRankAttention_i(h_{i-1} + LN_i(z_i)). Designed here, not taken from a
+paper: it has the shape of a side network (LST, LAST) but none of their parts (no gated,
+down-projected ladder connections into a reduced transformer, no pruning-based initialisation),
+so it is named for what it does. Called `ladder` before 2026-12-02; that name says so.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from miet_fed.edge.networks import (
 from miet_fed.edge.stacked import s_layer_norm, s_low_rank_attention, s_norm_pool_linear
 
 
-@EDGE_NETWORKS.register("ladder")
-class Ladder(EdgeNetwork):
-    name = "ladder"
+@EDGE_NETWORKS.register("layerwise")
+class Layerwise(EdgeNetwork):
+    name = "layerwise"
     accepts = ("layers",)
 
     def __init__(self, maps: int, dim: int, num_classes: int, rank: int, heads: int, pool: str):
@@ -35,7 +38,7 @@ class Ladder(EdgeNetwork):
         self.head = nn.Linear(pooled_dim(dim, pool), num_classes)
 
     @classmethod
-    def build(cls, payload_shape: tuple[int, ...], num_classes: int, cfg: Any) -> Ladder:
+    def build(cls, payload_shape: tuple[int, ...], num_classes: int, cfg: Any) -> Layerwise:
         maps, _, dim = payload_shape
         return cls(maps, dim, num_classes, cfg.rank, cfg.heads, cfg.pool)
 
@@ -53,3 +56,6 @@ class Ladder(EdgeNetwork):
             )
         pool = lambda z: pool_tokens(z, self.pool)  # noqa: E731
         return s_norm_pool_linear(h, p, "output_norm", pool, "head")
+
+
+EDGE_NETWORKS.rename("ladder", "layerwise")
