@@ -23,7 +23,10 @@ def _bad_npz(tmp_path: Path) -> str:
 CASES = {
     "unknown dataset": (["--dataset", "cifar"], "unknown dataset 'cifar'"),
     "unknown gather": (["--gather", "mean"], "unknown gather function 'mean'; valid: all, cls"),
-    "unknown edge": (["--edge", "mlp"], "unknown edge network 'mlp'; valid: lae, layerwise, linear"),
+    "unknown edge": (
+        ["--edge", "mlp"],
+        "unknown edge network 'mlp'; valid: lae, layerwise, linear",
+    ),
     "renamed edge": (["--edge", "ladder"], "edge network 'ladder' was renamed to 'layerwise'"),
     "unknown key": (["--set", "edge.rnak=3"], "unknown key 'edge.rnak'"),
     "edge cannot read payload": (["--gather", "cls", "--edge", "lae"], "use --edge linear"),

@@ -87,7 +87,8 @@ def test_param_counts_reject_bad_input():
     from miet_fed.config import EdgeConfig
     from miet_fed.edge.networks import param_counts
 
-    with pytest.raises(MietError, match="unknown edge network 'mlp'; valid: lae, layerwise, linear"):
+    valid = "lae, layerwise, linear"
+    with pytest.raises(MietError, match=f"unknown edge network 'mlp'; valid: {valid}"):
         EdgeConfig(name="mlp")
     with pytest.raises(MietError, match="consumes tokens payloads"):
         param_counts("lae", "vector", (8,), 2, EdgeConfig(rank=4, heads=2))
