@@ -255,7 +255,6 @@ def test_cohort_run_equals_one_device_per_node(strategy, gather, edge, dtype, tm
         assert rounds.bytes_cum.iloc[-1] == s["total_bytes"]
         assert (rounds[rounds["round"] >= 1].comm_seconds > 0).all()
     assert one["failures"] == all_["failures"] == 0
-    assert one["ledger_equals_model"] and all_["ledger_equals_model"]
     la = pd.read_csv("results/one/ledger.csv")
     lb = pd.read_csv("results/all/ledger.csv")
     pd.testing.assert_frame_equal(la, lb)  # identical bytes, per device, round and kind

@@ -245,33 +245,22 @@ def test_same_seed_same_tables(tmp_path, capsys):
         pd.testing.assert_frame_equal(a, b, check_exact=True, obj=name)
     # The partitions are decided before any process starts: another seed, other partitions
     # (prepared only; the two runs above show a prepared table is what a run writes).
-    ours, other = (_prepared_partitions(tmp_path, seed) for seed in (0, 1))
+    ours, other = (_prepared_partitions(Path("results/d1"), seed, tmp_path) for seed in (0, 1))
     pd.testing.assert_frame_equal(ours, pd.read_csv(Path("results/d1/partitions.csv")))
     assert not other.equals(ours)
 
 
-def _prepared_partitions(tmp_path: Path, seed: int) -> pd.DataFrame:
-    """partitions.csv of `_tiny_sim_args` with 3 of 4 devices sampled, read back as a run's."""
+def _prepared_partitions(run: Path, seed: int, tmp_path: Path) -> pd.DataFrame:
+    """partitions.csv of the run folder's own config.toml under `seed`, prepared only (no Ray),
+    written and read back as a run writes it."""
     from miet_fed import api
     from miet_fed.federation.runner import prepare
 
-    sets = {
-        "data.dataset": f"npz:{tmp_path / 'small.npz'}",
-        "model.name": "vit_tiny_patch16_224",
-        "model.weights": "random",
-        "model.img_size": 32,
-        "data.n_train": 80,
-        "data.n_test": 20,
-        "fed.num_clients": 4,
-        "fed.partition": "iid",
-        "fed.clients_per_round": 3,
-        "fed.strategy": "fedper",
-        "run.seed": seed,
-    }
-    (tmp_path / f"prep{seed}").mkdir()
-    prep = prepare(api.build("simulate", None, sets), tmp_path / f"prep{seed}")
-    prep.partitions.to_csv(tmp_path / f"prep{seed}" / "partitions.csv", index=False)
-    return pd.read_csv(tmp_path / f"prep{seed}" / "partitions.csv")
+    sink = tmp_path / f"prep{seed}"
+    sink.mkdir()
+    prep = prepare(api.build("simulate", run / "config.toml", {"run.seed": seed}), sink)
+    prep.partitions.to_csv(sink / "partitions.csv", index=False)
+    return pd.read_csv(sink / "partitions.csv")
 
 
 def test_backbone_actor_killed_mid_run_restarts_from_cache(tmp_path, monkeypatch, capsys):
