@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from miet_fed.errors import MietError
@@ -21,3 +23,23 @@ def resolve_device(name: str, key: str = "model.device") -> torch.device:
                 f"or no GPU here); use {key}=auto or cpu"
             )
     return device
+
+
+#: Environment variable: torch threads of the backbone actor (default: every CPU).
+THREADS_ENV = "MIET_FED_THREADS"
+
+
+def cpu_threads() -> int:
+    """Intra-op threads for the cloud backbone: $MIET_FED_THREADS, else every CPU.
+
+    Every CPU is right for one run (the backbone extracts before round 1, when the cores are
+    idle). Several runs on one machine (a sweep run by hand in two shells, the test suite two at
+    a time) should set 1: OpenMP threads that spin-wait for a descheduled partner made one tiny
+    backbone batch 14 times slower on 2 cores (56 ms with 1 thread, 769 ms with 2, measured
+    with another run beside it)."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return max(1, os.cpu_count() or 1)
+    if not raw.isdigit() or int(raw) < 1:
+        raise MietError(f"{THREADS_ENV}={raw!r} must be a whole number >= 1 (or unset: every CPU)")
+    return int(raw)

@@ -6,7 +6,16 @@ Fast tests use a tiny randomly initialised timm ViT (`vit_tiny_patch16_224` at 3
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+# Two tests at a time (`make test`: pytest -n 2) on 2 cores: torch's OpenMP threads spin-wait for
+# partners the other test has descheduled, and a backbone extraction ran 7 times slower (README,
+# "Feature cache"). Passive waiting, set before torch is imported, reaches the subprocesses and
+# Ray workers these tests start too.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest
 
 TINY = ["--model", "vit_tiny_patch16_224", "--weights", "random", "--img-size", "32"]

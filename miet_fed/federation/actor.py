@@ -23,6 +23,7 @@ from miet_fed.config import ModelConfig, RunConfig
 from miet_fed.data import load_dataset
 from miet_fed.errors import MietError
 from miet_fed.plugins import load_plugins
+from miet_fed.torch_device import cpu_threads
 
 
 class BackboneServer:
@@ -39,8 +40,8 @@ class BackboneServer:
         load_plugins(plugins)  # a plugin's dataset or gather, in this (actor) process too
         # Ray gives an actor with num_cpus=0 one intra-op thread (OMP_NUM_THREADS=1). It reserves
         # no CPU so that Flower's client pool keeps every core, but it extracts features before
-        # round 1, when those cores are idle: let torch use them.
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        # round 1, when those cores are idle: let torch use them ($MIET_FED_THREADS may say fewer).
+        torch.set_num_threads(cpu_threads())
         ds = load_dataset(dataset)
         self.service = FeatureService(model, ds.images, ds.fingerprint, Path(cache_root), progress)
         self._progress = (0, 0)  # (images computed, images to compute) of the running ensure

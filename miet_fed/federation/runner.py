@@ -34,6 +34,7 @@ from miet_fed.federation.spec import RunSpec
 from miet_fed.logging_hooks import check_tensorboard
 from miet_fed.paths import cache_dir
 from miet_fed.results import atomic_dir, run_identity, run_path, slug
+from miet_fed.torch_device import cpu_threads
 
 DEVICE_STATE = "devices"  # device store folder in the checkpoint (or, without one, the run tmp)
 WORKER_RESTARTS = 10  # per ClientApp worker process (killed by the OOM killer, a segfault...)
@@ -63,6 +64,7 @@ def check_names(cfg: SimulateConfig) -> None:
     config was built): the pair of edge network and gather, and GPUs for cohorts."""
     check_pair(cfg.edge.name, get_gather(cfg.model.gather).kind)
     check_tensorboard(cfg.run.tensorboard)
+    cpu_threads()  # a bad $MIET_FED_THREADS: a one-line error now, not a dead actor later
     if cfg.edge.device.startswith("cuda") and not cfg.fed.gpus_per_client:
         raise MietError(
             f"edge.device={cfg.edge.device} trains cohorts on a GPU but client workers get none: "
