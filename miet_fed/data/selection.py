@@ -1,8 +1,9 @@
-"""Train/test selection in the VTAB-1K spirit: a small, class-stratified, seeded training set."""
+"""Train/val/test selection in the VTAB-1K spirit: a small, class-stratified, seeded training set,
+optionally with a validation part held out of it (VTAB-1K: 800 train + 200 val of 1000)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -11,10 +12,12 @@ from miet_fed.errors import MietError
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Sorted int64 indices into a dataset; train and test are disjoint."""
+    """Sorted int64 indices into a dataset; train, val and test are disjoint. `val` is empty when
+    no validation was asked for (simulate's devices hold out their own test part instead)."""
 
     train: np.ndarray
     test: np.ndarray
+    val: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
 
 def _quotas(counts: np.ndarray, n: int) -> np.ndarray:
@@ -95,8 +98,47 @@ def _take(
     return np.sort(flat).astype(np.int64), start + picks
 
 
+def _held_out_quotas(counts: np.ndarray, n: int) -> np.ndarray:
+    """Per-class validation sizes out of a selection with `counts` per class: stratified as
+    `_quotas`, except that every class keeps at least one training image whenever the selection
+    can spare n images that way (a class seen only in validation could never be learnt)."""
+    quotas = _quotas(counts, n)
+    cap = np.maximum(counts - 1, 0)
+    if n > cap.sum():
+        return quotas
+    exact = counts * (n / counts.sum())
+    over = int(np.maximum(quotas - cap, 0).sum())
+    quotas = np.minimum(quotas, cap)
+    for _ in range(over):  # each image given back goes to the class furthest below its share
+        quotas[int(np.argmax(np.where(quotas < cap, exact - quotas, -np.inf)))] += 1
+    return quotas
+
+
+#: Mixed into the run seed for the validation draw, so it is its own stream: the training
+#: selection (and the cache it fills) is the same with and without validation.
+_VAL_STREAM = 0x76616C  # "val"
+
+
+def _hold_out(
+    labels: np.ndarray, selected: np.ndarray, n_val: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val): n_val of the `selected` images, stratified by class, become validation."""
+    rng = np.random.default_rng([seed, _VAL_STREAM])
+    _, inverse, counts = np.unique(labels[selected], return_inverse=True, return_counts=True)
+    quotas = _held_out_quotas(counts, n_val)
+    is_val = np.zeros(len(selected), dtype=bool)
+    for c, q in enumerate(quotas):
+        if q:
+            is_val[rng.choice(np.flatnonzero(inverse == c), size=int(q), replace=False)] = True
+    return selected[~is_val], selected[is_val]
+
+
 def vtab_split(
-    labels: np.ndarray, n_train: int = 1000, n_test: int | None = 1000, seed: int = 0
+    labels: np.ndarray,
+    n_train: int = 1000,
+    n_test: int | None = 1000,
+    seed: int = 0,
+    n_val: int = 0,
 ) -> Split:
     """VTAB-1K-like split: n_train stratified training images, test drawn from the rest.
 
@@ -105,6 +147,10 @@ def vtab_split(
     remains). So with the same seed, a smaller n_train selects a subset of a larger one's
     training images, and a small test set mostly images a larger run already used: shrinking a
     run for a quick try finds its features in the cache.
+
+    n_val > 0 holds n_val of the n_train selected images out for validation (stratified, from
+    the seed's own stream): train and val together are exactly the n_val=0 training selection,
+    so the test images and the cached features are the same whatever n_val is.
     """
     labels = np.asarray(labels).reshape(-1)
     if n_train < 1:
@@ -113,6 +159,14 @@ def vtab_split(
         raise MietError(
             f"n_train={n_train} leaves no test images: the dataset has {len(labels)} images; "
             f"use n_train <= {max(len(labels) - 1, 1)}"
+        )
+    if n_val < 0:
+        raise MietError(f"n_val must be at least 0 (0: no validation), got {n_val}")
+    if n_val >= n_train:
+        raise MietError(
+            f"n_val={n_val} leaves no training images: validation is taken out of the "
+            f"n_train={n_train} selected images; use n_val <= {n_train - 1} "
+            "(VTAB-1K holds out 200 of 1000) or n_val=0 for no validation"
         )
     if n_test is not None and n_test < 1:
         raise MietError(f"n_test must be at least 1 (or None for all the rest), got {n_test}")
@@ -123,4 +177,7 @@ def vtab_split(
     train, start = _take(classes, order, start, n_train)
     rest = len(labels) - n_train
     test, _ = _take(classes, order, start, rest if n_test is None else min(n_test, rest))
-    return Split(train=train, test=test)
+    if not n_val:
+        return Split(train=train, test=test)
+    train, val = _hold_out(labels, train, n_val, seed)
+    return Split(train=train, test=test, val=val)
