@@ -68,20 +68,25 @@ def commented_toml(command: str, cfg: Any, source: str) -> str:
 
 
 def reference_markdown() -> str:
-    """The README's config reference: every key of `tune` and `simulate`, one table."""
+    """The README's config reference: every key of `tune` and `simulate`, one table; a key of
+    one command only has '–' under the other (tune's own keys follow simulate's in a section)."""
     from miet_fed.config import describe
 
     tune = {k.key: k for k in describe(_classes()["tune"])}
-    rows = [
-        [
-            f"`{k.key}`",
-            f"`{toml_value(tune[k.key].default)}`" if k.key in tune else "–",
-            f"`{toml_value(k.default)}`",
-            k.allowed,
-            k.help,
-        ]
-        for k in describe(_classes()["simulate"])
-    ]
+    sim = describe(_classes()["simulate"])
+    sim_keys = {k.key for k in sim}
+
+    def cell(k: Any) -> str:
+        return f"`{toml_value(k.default)}`" if k is not None else "–"
+
+    rows = []
+    for i, k in enumerate(sim):
+        rows.append([f"`{k.key}`", cell(tune.get(k.key)), cell(k), k.allowed, k.help])
+        section = k.key.split(".")[0]
+        if i + 1 == len(sim) or sim[i + 1].key.split(".")[0] != section:
+            own = [t for key, t in tune.items() if key not in sim_keys]
+            own = [t for t in own if t.key.split(".")[0] == section]
+            rows += [[f"`{t.key}`", cell(t), cell(None), t.allowed, t.help] for t in own]
     header = ["key", "tune default", "simulate default", "allowed", "help"]
     return table(header, rows) + "\n"
 

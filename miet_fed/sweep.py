@@ -40,6 +40,7 @@ from miet_fed.config import (
     read_toml,
     strip_runtime,
     to_dict,
+    with_legacy,
 )
 from miet_fed.errors import MietError
 from miet_fed.jobs import config_classes, job
@@ -260,7 +261,8 @@ def _check_existing(point: Point, command: str) -> None:
     if not point.done or not saved_path.is_file():
         return
     try:
-        saved = build_config(CONFIG_CLASSES[command], read_toml(saved_path), str(saved_path))
+        cls = CONFIG_CLASSES[command]  # keys the run predates: the values it ran with
+        saved = build_config(cls, with_legacy(cls, read_toml(saved_path)), str(saved_path))
     except MietError:
         saved = None
     old = _comparable(saved) if saved is not None else {}

@@ -30,7 +30,7 @@ from miet_fed.config.load import (
     toml_text,
     toml_value,
 )
-from miet_fed.config.reference import Key, describe, runtime_keys, strip_runtime
+from miet_fed.config.reference import Key, describe, runtime_keys, strip_runtime, with_legacy
 from miet_fed.config.sections import (
     DataConfig,
     EdgeConfig,
@@ -41,6 +41,8 @@ from miet_fed.config.sections import (
     SimulateConfig,
     TrainConfig,
     TuneConfig,
+    TuneDataConfig,
+    TuneTrainConfig,
 )
 
 _CliValue = CliValue  # the name miet_fed.api used
@@ -59,6 +61,8 @@ __all__ = [
     "SimulateConfig",
     "TrainConfig",
     "TuneConfig",
+    "TuneDataConfig",
+    "TuneTrainConfig",
     "build_config",
     "check_contained",
     "describe",
@@ -76,4 +80,5 @@ __all__ = [
     "to_toml",
     "toml_text",
     "toml_value",
+    "with_legacy",
 ]

@@ -33,14 +33,18 @@ def setting(
     allowed: str | None = None,
     also: tuple[str, ...] = (),
     runtime: bool = False,
+    legacy: Any = MISSING,
 ) -> Any:
     """A config field. `names`/`check` are "module:attr" (a Registry or collection of valid
     names; a function raising a MietError), looked up only when a non-default value needs it.
     `allowed` overrides the rule's text, `also` adds forms to the names (npz:PATH); `runtime`
     marks a setting that does not change what a run computes (left out of its identity and of
-    a checkpoint's signature)."""
+    a checkpoint's signature). `legacy` is the value a run folder saved before the key existed
+    ran with, when that is not the default (`with_legacy`)."""
     meta = {"help": help, "ge": ge, "gt": gt, "lt": lt, "choices": choices, "names": names}
     meta |= {"check": check, "allowed": allowed, "also": also, "runtime": runtime}
+    if legacy is not MISSING:
+        meta["legacy"] = legacy
     return field(default=default, metadata=meta)
 
 

@@ -149,6 +149,16 @@ def _strategy_tables(tables: dict[str, Any], strategy: str, source: str) -> Any:
     return chosen
 
 
+def _refuse(cls: type, data: dict[str, Any]) -> None:
+    """Another command's key (`cls.refused`: key -> why) is a one-line error naming the
+    command it belongs to, not an unknown key nor a value silently ignored."""
+    for dotted, why in getattr(cls, "refused", {}).items():
+        section, key = dotted.split(".", 1)
+        table = data.get(section)
+        if isinstance(table, dict) and key in table:
+            raise MietError(f"{dotted} {why}")
+
+
 def build_config(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
     """Nested dict (as read from TOML) -> frozen config, with every key and type checked."""
     data = _with_plugins(_upgrade(data))
@@ -158,6 +168,7 @@ def build_config(cls: type[C], data: dict[str, Any], source: str = "config") -> 
             raise MietError(
                 f"unknown section [{name}] in {source}; valid: {', '.join(sorted(sections))}"
             )
+    _refuse(cls, data)
     defaults = cls()
     built = {}
     for name, sec_cls in sections.items():

@@ -75,6 +75,25 @@ def runtime_keys(cls: type) -> dict[str, set[str]]:
     return out
 
 
+def with_legacy(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """A run folder's saved config (nested, as read from its TOML) with every key it predates
+    set to the value it ran with (`setting(legacy=...)`), not to today's default: a tune run saved
+    before validation existed had none (data.n_val = 0), so it never passes for one that has."""
+    out = dict(data)
+    for name, sec_cls in sections_of(cls).items():
+        table = out.get(name)
+        if table is not None and not isinstance(table, dict):
+            continue
+        missing = {
+            f.name: f.metadata["legacy"]
+            for f in fields(sec_cls)
+            if "legacy" in f.metadata and f.name not in (table or {})
+        }
+        if missing:
+            out[name] = {**(table or {}), **missing}
+    return out
+
+
 def strip_runtime(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """`to_dict(cfg)` without its runtime settings: what a run's identity is made of."""
     drop = runtime_keys(cls)
@@ -84,4 +103,12 @@ def strip_runtime(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-__all__ = ["Key", "default_of", "describe", "runtime_keys", "strip_runtime", "strategy_rows"]
+__all__ = [
+    "Key",
+    "default_of",
+    "describe",
+    "runtime_keys",
+    "strategy_rows",
+    "strip_runtime",
+    "with_legacy",
+]

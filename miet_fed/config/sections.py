@@ -23,8 +23,36 @@ class DataConfig(Section):
         check="miet_fed.data.datasets:check_dataset_name",
         also=("npz:PATH", "folder:PATH"),
     )
-    n_train: int = setting(1000, "training images (VTAB-1K: 1000, stratified, seeded)", ge=1)
+    n_train: int = setting(
+        1000,
+        "training images (VTAB-1K: 1000, stratified, seeded; tune validates on data.n_val of them)",
+        ge=1,
+    )
     n_test: int = setting(1000, "held-out test images (0 = all the rest)", ge=0)
+
+
+@dataclass(frozen=True)
+class TuneDataConfig(DataConfig):
+    """`tune`'s data: the training selection also yields the validation images."""
+
+    n_val: int = setting(
+        200,
+        "validation images, taken out of data.n_train (VTAB-1K: 800 train + 200 val); the "
+        "epoch of best validation accuracy is kept and tested once (0 = no validation: the "
+        "last epoch is kept)",
+        ge=0,
+        allowed=">= 0 and < data.n_train",
+        legacy=0,
+    )
+
+    def check(self) -> None:
+        fifth = f"data.n_val={self.n_train // 5} (a fifth, as VTAB-1K's 200 of 1000) or "
+        require(
+            self.n_val < self.n_train,
+            f"data.n_val={self.n_val} leaves no training images: validation is taken out of "
+            f"data.n_train={self.n_train}; set {fifth if self.n_train >= 5 else ''}"
+            "data.n_val=0 for none",
+        )
 
 
 @dataclass(frozen=True)
@@ -125,6 +153,25 @@ class TrainConfig(Section):
 
 
 @dataclass(frozen=True)
+class TuneTrainConfig(TrainConfig):
+    """`tune`'s training: model selection on the validation images."""
+
+    patience: int = setting(
+        0,
+        "stop after this many epochs without a better validation accuracy (0 = train all "
+        "train.epochs; needs data.n_val > 0)",
+        ge=0,
+        legacy=0,
+    )
+    test_curve: bool = setting(
+        False,
+        "also evaluate the test images after every epoch (test_loss, test_acc in metrics.csv): "
+        "a diagnostic only, never used to pick the epoch",
+        legacy=True,
+    )
+
+
+@dataclass(frozen=True)
 class RunConfig(Section):
     section: ClassVar[str] = "run"
     seed: int = setting(
@@ -179,11 +226,18 @@ class RunConfig(Section):
 class TuneConfig:
     """`miet-fed tune`: edge tuning on one device, the paper's own setting."""
 
-    data: DataConfig = field(default_factory=DataConfig)
+    data: TuneDataConfig = field(default_factory=TuneDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TuneTrainConfig = field(default_factory=TuneTrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        require(
+            not self.train.patience or self.data.n_val > 0,
+            f"train.patience={self.train.patience} needs validation images: set data.n_val > 0 "
+            "or train.patience=0",
+        )
 
 
 @dataclass(frozen=True)
@@ -289,6 +343,13 @@ class LinkConfig(Section):
 @dataclass(frozen=True)
 class SimulateConfig:
     """`miet-fed simulate`: many edge clients, one cloud backbone actor, a Flower strategy."""
+
+    #: tune's keys a simulate config names: refused with the reason, never silently ignored
+    refused: ClassVar[dict[str, str]] = {
+        "data.n_val": "is used by tune only; simulate's devices keep fed.test_fraction",
+        "train.patience": "is used by tune only; simulate trains train.epochs every round",
+        "train.test_curve": "is used by tune only; simulate evaluates every round",
+    }
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
