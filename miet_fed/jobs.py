@@ -30,8 +30,9 @@ class Job:
     federated: bool  # devices, rounds, clients.csv, rounds.csv and a ledger.csv
     rows_file: str  # the per-step table the run writes
     step: str  # its step column: "epoch" or "round"
-    primary: str  # the headline accuracy column
+    primary: str  # the headline accuracy column (of summary.json)
     primary_text: str  # ... in words
+    curve: str  # the accuracy column of rows_file drawn per step (the primary in older runs)
     accuracy_axis: str  # the y label of accuracy-per-run plots
     sweep_metrics: tuple[str, ...]  # summary columns a sweep's run table shows
     color_order: tuple[str, ...]  # what to color runs by first when it varies
@@ -58,11 +59,14 @@ JOBS: dict[str, Job] = {
         federated=False,
         rows_file="metrics.csv",
         step="epoch",
-        primary="test_acc",
+        primary="test_acc",  # evaluated once, on the epoch of best validation accuracy
         primary_text="test accuracy",
+        curve="val_acc",  # test per epoch only with train.test_curve=true (a diagnostic)
         accuracy_axis="test accuracy (%)",
         sweep_metrics=(
             "test_acc",
+            "val_acc",
+            "best_epoch",
             "bytes_per_image",
             "total_bytes",
             "trainable_params",
@@ -80,6 +84,7 @@ JOBS: dict[str, Job] = {
         step="round",
         primary="personal_acc",
         primary_text="personal accuracy",
+        curve="personal_acc",
         accuracy_axis="final-round accuracy (%)",
         sweep_metrics=("personal_acc", "global_acc", "total_bytes", "failures", "wall_seconds"),
         color_order=("strategy", "gather"),

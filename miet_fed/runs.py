@@ -201,7 +201,7 @@ class Run:
 
 def _tune_ledger(info: dict[str, Any]) -> pd.DataFrame:
     """A tune run is one device: its images go up once and their payloads come down once."""
-    n = int(info.get("n_train", 0) or 0) + int(info.get("n_test", 0) or 0)
+    n = sum(int(info.get(k, 0) or 0) for k in ("n_train", "n_val", "n_test"))
     rows = []
     for direction, kind, per_image in (
         ("up", "image", info.get("raw_image_bytes")),

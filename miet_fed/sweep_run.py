@@ -344,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
     metric = job(sweep.command).primary
     cols = [
         c
-        for c in ["run", metric, "global_acc", "total_bytes", "wall_seconds", "error"]
+        for c in ["run", metric, "val_acc", "global_acc", "total_bytes", "wall_seconds", "error"]
         if c in summary.columns
     ]
     _print_table(summary[cols] if len(summary) else summary)

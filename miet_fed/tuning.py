@@ -2,10 +2,18 @@
 
 The cloud computes (or loads from cache) the gathered payload of every selected image once; the
 device then trains its edge network on the payloads for the configured epochs.
+
+The VTAB-1K protocol: data.n_val of the data.n_train selected images are held out for
+validation (200 of 1000); after every epoch the network is evaluated on them, the parameters of
+the epoch with the best validation accuracy (the earliest on a tie) are kept, training may stop
+early (train.patience), and the test images are evaluated once, on the kept parameters. The test
+accuracy never chooses anything; train.test_curve=true also records it per epoch, as a
+diagnostic. Without validation (data.n_val=0) the last epoch is kept.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any
@@ -18,7 +26,7 @@ from miet_fed.cloud.gather import get_gather
 from miet_fed.cloud.service import FeatureService
 from miet_fed.comm.cost import check_dtype, raw_image_bytes
 from miet_fed.config import TuneConfig, to_toml
-from miet_fed.data import load_dataset, vtab_split
+from miet_fed.data import Split, load_dataset, vtab_split
 from miet_fed.edge.networks import build_edge_network, check_pair
 from miet_fed.edge.train import Optim, evaluate, fit
 from miet_fed.logging_hooks import check_tensorboard, open_hooks
@@ -55,15 +63,40 @@ def check_names(cfg: TuneConfig) -> None:
     check_tensorboard(cfg.run.tensorboard)
 
 
+def split_of(cfg: TuneConfig, labels: np.ndarray) -> Split:
+    """The run's train/val/test selection (val out of the data.n_train selected images)."""
+    d = cfg.data
+    return vtab_split(labels, d.n_train, d.n_test or None, cfg.run.seed, d.n_val)
+
+
 def plan_check(cfg: TuneConfig) -> None:
     """Every check `run_tune` makes before its first forward (a sweep's planning runs it):
-    registered names, the selection against the dataset, the depth k."""
+    registered names, the train/val/test selection against the dataset, the depth k."""
     from miet_fed.cloud.service import payload_info
 
     check_names(cfg)
-    ds = load_dataset(cfg.data.dataset)
-    vtab_split(ds.labels, cfg.data.n_train, cfg.data.n_test or None, cfg.run.seed)
+    split_of(cfg, load_dataset(cfg.data.dataset).labels)
     payload_info(cfg.model)
+
+
+class BestEpoch:
+    """The parameters of the epoch with the best validation accuracy (the earliest on a tie),
+    and how many epochs have gone by since without a better one (for early stopping)."""
+
+    def __init__(self) -> None:
+        self.epoch, self.acc, self.loss, self.stale = 0, -math.inf, math.nan, 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, net: torch.nn.Module, epoch: int, loss: float, acc: float) -> None:
+        if acc > self.acc:  # strictly better: a tie keeps the earlier epoch
+            self.epoch, self.acc, self.loss, self.stale = epoch, acc, loss, 0
+            self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            self.stale += 1
+
+    def restore(self, net: torch.nn.Module) -> None:
+        if self.state is not None:
+            net.load_state_dict(self.state)
 
 
 def run_tune(cfg: TuneConfig) -> dict[str, Any]:
@@ -74,52 +107,79 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     identity, overwrite = run_identity("tune", cfg), cfg.run.overwrite
     check_replaceable(out, identity, overwrite)  # before any work, not after it
     ds = load_dataset(cfg.data.dataset)
-    split = vtab_split(ds.labels, cfg.data.n_train, cfg.data.n_test or None, cfg.run.seed)
+    split = split_of(cfg, ds.labels)
     service = FeatureService(cfg.model, ds.images, ds.fingerprint, progress=cfg.run.progress)
-    service.ensure(np.concatenate([split.train, split.test]))
-    x_train, x_test = service.features(split.train), service.features(split.test)
-    y_train = torch.from_numpy(ds.labels[split.train]).long()
-    y_test = torch.from_numpy(ds.labels[split.test]).long()
+    service.ensure(np.concatenate([split.train, split.val, split.test]))
+    data = {
+        part: (service.features(idx), torch.from_numpy(ds.labels[idx]).long())
+        for part, idx in (("train", split.train), ("val", split.val), ("test", split.test))
+        if len(idx)
+    }
+    has_val, patience, test_curve = "val" in data, cfg.train.patience, cfg.train.test_curve
 
     torch.manual_seed(cfg.run.seed)
     net = build_edge_network(
         cfg.edge.name, service.payload_kind, service.payload_shape, ds.num_classes, cfg.edge
     )
     rows: list[dict[str, Any]] = []
+    best = BestEpoch()
     with atomic_dir(out, identity, overwrite) as tmp:  # held from here: the log is written live
         hooks = open_hooks(tmp, cfg.train.epochs, tensorboard=cfg.run.tensorboard, unit="epoch")
         t_train = time.perf_counter()
 
-        def on_epoch(epoch: int, loss: float, acc: float) -> None:
-            test_loss, test_acc = evaluate(net, x_test, y_test)
+        def on_epoch(epoch: int, loss: float, acc: float) -> bool:
+            """Log the epoch (validation, and test only as the asked-for diagnostic); True
+            stops training: `patience` epochs without a better validation accuracy."""
+            scalars = {"train_loss": loss, "train_acc": acc}
+            if has_val:
+                scalars["val_loss"], scalars["val_acc"] = evaluate(net, *data["val"])
+                best.update(net, epoch + 1, scalars["val_loss"], scalars["val_acc"])
+            if test_curve:
+                scalars["test_loss"], scalars["test_acc"] = evaluate(net, *data["test"])
             net.train()
-            row = {"train_loss": loss, "train_acc": acc, "test_loss": test_loss}
-            line = hooks.round(epoch + 1, {**row, "test_acc": test_acc})
+            line = hooks.round(epoch + 1, scalars)
             if cfg.run.progress:
                 print(line, file=sys.stderr, flush=True)
             seconds = round(time.perf_counter() - t_train, 3)
-            rows.append({"epoch": epoch + 1, **row, "test_acc": test_acc, "seconds": seconds})
+            val = {k: scalars.get(k, math.nan) for k in ("val_loss", "val_acc")}
+            rows.append({"epoch": epoch + 1, **scalars, **val, "seconds": seconds})
+            return bool(patience) and best.stale >= patience
 
         with hooks:
             gen = torch.Generator().manual_seed(cfg.run.seed)
             optim = Optim(
                 cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.weight_decay
             )
-            fit(net, x_train, y_train, optim, gen, on_epoch=on_epoch)
+            fit(net, *data["train"], optim, gen, on_epoch=on_epoch)
             train_seconds = time.perf_counter() - t_train
-            test_loss, test_acc = evaluate(net, x_test, y_test)
-            hooks.text(f"final: test_acc {test_acc:.4f}, test_loss {test_loss:.4f}")
+            epochs_run = len(rows)
+            if epochs_run < cfg.train.epochs:
+                hooks.text(
+                    f"early stop after epoch {epochs_run}: no better val_acc in {patience} epochs"
+                )
+            if has_val:
+                best.restore(net)  # the selected epoch's parameters, tested once below
+                kept = f"epoch {best.epoch} (best val_acc {best.acc:.4f})"
+            else:
+                kept = f"last epoch {epochs_run} (no validation: data.n_val=0)"
+            test_loss, test_acc = evaluate(net, *data["test"])
+            hooks.text(f"final: {kept}, test_acc {test_acc:.4f}, test_loss {test_loss:.4f}")
 
         h, w = ds.images.shape[1:3]
         channels = 1 if ds.images.ndim == 3 else ds.images.shape[3]
         summary = {
             "command": "tune",
             "dataset": cfg.data.dataset,
-            "n_train": len(split.train),
+            "n_train": len(split.train),  # the images trained on: data.n_train minus n_val
+            "n_val": len(split.val),
             "n_test": len(split.test),
             **setting_fields(cfg),
-            "test_acc": test_acc,
+            "test_acc": test_acc,  # of the kept epoch, evaluated once
             "test_loss": test_loss,
+            "val_acc": best.acc if has_val else None,
+            "val_loss": best.loss if has_val else None,
+            "best_epoch": best.epoch if has_val else epochs_run,
+            "epochs_run": epochs_run,
             "bytes_per_image": service.bytes_per_image,
             "raw_image_bytes": raw_image_bytes(h, w, channels),
             "payload_shape": list(service.payload_shape),
@@ -129,21 +189,29 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
             "wall_seconds": round(time.perf_counter() - t0, 3),
         }
         (tmp / "config.toml").write_text(to_toml(cfg))
-        pd.DataFrame(rows).to_csv(tmp / "metrics.csv", index=False)
+        pd.DataFrame(rows, columns=_columns(test_curve)).to_csv(tmp / "metrics.csv", index=False)
         write_json(tmp / "summary.json", summary)
     summary["out"] = str(out)
     return summary
+
+
+def _columns(test_curve: bool) -> list[str]:
+    """metrics.csv's columns: validation always (empty without it), test only as asked."""
+    test = ["test_loss", "test_acc"] if test_curve else []
+    return ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", *test, "seconds"]
 
 
 def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
     """The few numbers a reader compares across runs, as a one-row table."""
     cols = {
         "test_acc": "test acc",
+        "val_acc": "val acc",
+        "best_epoch": "epoch",
         "bytes_per_image": "bytes/image",
         "trainable_params": "trainable params",
         "backbone_forwards": "backbone forwards",
         "wall_seconds": "wall s",
     }
     row = {"gather": f"{summary['gather']} k={summary['k']}", "edge": summary["edge"]}
-    row.update({label: summary[key] for key, label in cols.items()})
+    row.update({label: summary.get(key) for key, label in cols.items()})
     return pd.DataFrame([row])

@@ -40,12 +40,14 @@ def fit(
     generator: torch.Generator,
     params: Iterable[nn.Parameter] | None = None,
     prox: tuple[dict[str, torch.Tensor], float] | None = None,
-    on_epoch: Callable[[int, float, float], None] | None = None,
+    on_epoch: Callable[[int, float, float], bool | None] | None = None,
 ) -> tuple[float, float]:
-    """Train `net` in place; returns (mean loss, accuracy) of the last epoch.
+    """Train `net` in place; returns (mean loss, accuracy) of the last epoch trained.
 
     params: the subset to train (FedRep/FedBABU train part of the network); default all.
     prox: (reference state, mu) adds mu/2 * ||w - w_ref||^2 (FedProx, Ditto).
+    on_epoch(epoch, loss, acc) after every epoch; returning True stops training there (tune's
+    early stopping). The learning-rate schedule still spans `optim.epochs`.
     """
     n = len(labels)
     if n == 0:
@@ -83,8 +85,8 @@ def fit(
             correct += (logits.argmax(-1) == y).sum().item()
             total += len(idx)
         last = (loss_sum / total, correct / total)
-        if on_epoch is not None:
-            on_epoch(epoch, *last)
+        if on_epoch is not None and on_epoch(epoch, *last):
+            break
     net.eval()
     return last
 

@@ -109,12 +109,18 @@ def _round_curves(rep: Report, rounds: pd.DataFrame, summary: dict[str, Any]) ->
     rep.tables.append(("bytes_per_round.csv", "bytes per round: up, down, cumulative"))
 
 
+def _has(df: pd.DataFrame, col: str) -> bool:
+    return col in df and bool(df[col].notna().any())
+
+
 def _epoch_curves(rep: Report, metrics: pd.DataFrame) -> None:
-    """(e) one tune run: accuracy and loss per epoch."""
+    """(e) one tune run: accuracy and loss per epoch on train and validation, and on test where
+    the run recorded it (train.test_curve=true, or a run from before validation existed)."""
     fig, (ax, ax2) = _figure(width=10, ncols=2)
-    for col, style, label in (("train_acc", "o-", "train"), ("test_acc", "s-", "test")):
-        if col in metrics:
-            ax.plot(metrics["epoch"], 100 * metrics[col], style, label=label)
+    shown = [p for p in ("train", "val", "test") if _has(metrics, f"{p}_acc")]
+    styles = {"train": "o-", "val": "d-", "test": "s-"}
+    for part in shown:
+        ax.plot(metrics["epoch"], 100 * metrics[f"{part}_acc"], styles[part], label=part)
     from matplotlib.ticker import MaxNLocator
 
     for a in (ax, ax2):
@@ -124,9 +130,9 @@ def _epoch_curves(rep: Report, metrics: pd.DataFrame) -> None:
     ax.set_title("Accuracy per epoch")
     ax.legend()
     ax.grid(alpha=0.3)
-    for col, style, label in (("train_loss", "o-", "train"), ("test_loss", "s-", "test")):
-        if col in metrics:
-            ax2.plot(metrics["epoch"], metrics[col], style, label=label)
+    for part in shown:
+        if f"{part}_loss" in metrics:
+            ax2.plot(metrics["epoch"], metrics[f"{part}_loss"], styles[part], label=part)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("cross-entropy loss")
     ax2.set_title("Loss per epoch")
@@ -136,6 +142,7 @@ def _epoch_curves(rep: Report, metrics: pd.DataFrame) -> None:
         fig,
         "accuracy_per_epoch.png",
         "Accuracy and loss per epoch",
-        "Edge network training on one device: train and held-out test accuracy and loss "
-        "after every epoch.",
+        "Edge network training on one device: accuracy and loss after every epoch on the "
+        + ", ".join({"val": "validation", "test": "test (diagnostic)"}.get(p, p) for p in shown)
+        + " images.",
     )

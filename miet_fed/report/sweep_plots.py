@@ -234,8 +234,11 @@ def _client_box(rep: Report, runs: list[tuple[str, str, Path]]) -> None:
 def _sweep_curves(
     rep: Report, runs: pd.DataFrame | None, ok: pd.DataFrame, kind: Job, color: str | None
 ) -> None:
-    """Learning curves of every run: accuracy per round (simulate) or per epoch (tune)."""
-    x, y = kind.step, kind.primary
+    """Learning curves of every run: accuracy per round (simulate) or validation accuracy per
+    epoch (tune; test accuracy for runs from before validation existed)."""
+    x, y = kind.step, kind.curve
+    if runs is not None and (y not in runs or runs[y].isna().all()) and kind.primary in runs:
+        y = kind.primary  # runs that recorded no validation but their test per epoch
     if runs is None or x not in runs or y not in runs or runs[y].isna().all():
         rep.skip("learning curves", f"runs.csv has no {y} per {x}")
         return

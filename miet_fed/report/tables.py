@@ -50,7 +50,7 @@ def total_bytes(summary: dict[str, Any], rounds: pd.DataFrame | None) -> tuple[f
             return params, "parameters only (no ledger)"
         return params + served, "parameters + features served (no ledger)"
     per_image, raw = _num(summary.get("bytes_per_image")), _num(summary.get("raw_image_bytes"))
-    n = (_num(summary.get("n_train")) or 0) + (_num(summary.get("n_test")) or 0)
+    n = sum(_num(summary.get(k)) or 0 for k in ("n_train", "n_val", "n_test"))
     if per_image is None or not n:
         return None, "unknown"
     return (per_image + (raw or 0)) * n, "images up + features down once per image (no ledger)"
