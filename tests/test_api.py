@@ -13,7 +13,7 @@ import pytest
 import miet_fed
 from miet_fed import MietError
 
-TINY_TUNE = {
+TINY = {
     "model.name": "vit_tiny_patch16_224",
     "model.weights": "random",
     "model.img_size": 32,
@@ -24,7 +24,8 @@ TINY_TUNE = {
 
 
 def _tiny(npz: Path, **extra) -> dict:
-    return {"data.dataset": f"npz:{npz}", **TINY_TUNE, **extra}
+    """A tiny tune run's overrides: 12 of the 60 selected images validate."""
+    return {"data.dataset": f"npz:{npz}", **TINY, "data.n_val": 12, **extra}
 
 
 def test_import_is_cheap():
@@ -39,7 +40,8 @@ def test_tune_returns_a_run_whose_frames_carry_its_settings(tiny_npz):
     run = miet_fed.tune(overrides=_tiny(tiny_npz), out="results/t1", quiet=True)
     assert run.path == Path("results/t1") and run.command == "tune"
     epochs = run.epochs
-    assert list(epochs["epoch"]) == [1, 2]
+    assert list(epochs["epoch"]) == [1, 2] and epochs["val_acc"].notna().all()
+    assert "test_acc" not in epochs  # tested once, on the best validation epoch
     assert (epochs["run"] == "t1").all() and (epochs["gather"] == "sum").all()
     assert (epochs["k"] == 12).all() and (epochs["seed"] == 0).all()
     assert epochs["strategy"].isna().all()  # one device: no federation settings
@@ -47,8 +49,9 @@ def test_tune_returns_a_run_whose_frames_carry_its_settings(tiny_npz):
     pd.testing.assert_frame_equal(again.epochs, epochs)
     summary = again.summary
     assert len(summary) == 1 and summary.loc[0, "test_acc"] == run.info["test_acc"]
+    assert summary.loc[0, "val_acc"] == epochs["val_acc"].max()
     cost = run.comm_cost()
-    n = 120  # 60 train + 60 test images, each sent up once and its payload down once
+    n = 120  # 48 train + 12 val + 60 test images, each sent up once and its payload down once
     assert cost.loc[0, "bytes_up_image"] == n * run.info["raw_image_bytes"]
     assert cost.loc[0, "bytes_down_feature"] == n * run.info["bytes_per_image"]
     assert cost["bytes_total"].dtype == "int64"
@@ -123,7 +126,9 @@ def test_simulate_frames_and_comm_cost(tiny_npz):
     the cost table equals the ledger total the run reported."""
     run = miet_fed.simulate(
         overrides={
-            **_tiny(tiny_npz, **{"train.epochs": 1}),
+            "data.dataset": f"npz:{tiny_npz}",
+            **TINY,
+            "train.epochs": 1,
             "fed.num_clients": 4,
             "fed.rounds": 2,
             "fed.partition": "iid",

@@ -47,12 +47,26 @@ CASES = {
     ),
     "negative rank": (["--set", "edge.rank=-4"], "edge.rank must be >= 1"),
     "unknown device": (["--set", "model.device=tpu"], "model.device must be auto, cpu, cuda"),
+    "validation leaves no training images": (
+        ["--set", "data.n_train=100"],  # data.n_val stays 200
+        "data.n_val=200 leaves no training images: validation is taken out of data.n_train=100; "
+        "set data.n_val=20",
+    ),
+    "patience without validation": (
+        ["--set", "data.n_val=0", "--set", "train.patience=3"],
+        "train.patience=3 needs validation images: set data.n_val > 0",
+    ),
 }
 if not torch.cuda.is_available():  # on a GPU machine these are valid requests
     CASES["cuda without a GPU"] = ([*TINY, "--set", "model.device=cuda"], "torch sees 0 GPU(s)")
 
 SIMULATE_CASES = {
     "zero clients": (["--set", "fed.num_clients=0"], "fed.num_clients must be >= 1"),
+    "tune's validation images": (
+        ["--set", "data.n_val=200"],
+        "data.n_val is used by tune only; simulate's devices keep fed.test_fraction",
+    ),
+    "tune's early stopping": (["--set", "train.patience=2"], "train.patience is used by tune"),
     "unknown strategy": (["--set", "fed.strategy=fedsgd"], "unknown strategy 'fedsgd'; valid:"),
     "unknown partition": (["--set", "fed.partition=zipf"], "zipf"),
     "more clients than images": (
@@ -227,7 +241,7 @@ FILE_CASES = {
         "tune",
         lambda t: (
             [*IMAGES, "--dataset", _npz(t, x=np.zeros((40, 8, 8), U8), y=np.arange(40) % 2)]
-            + ["--set", "data.n_train=20", "--out", _notes(t)]
+            + ["--set", "data.n_train=20", "--set", "data.n_val=4", "--out", _notes(t)]
         ),
         "is not a miet-fed run folder",
     ),

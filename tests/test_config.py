@@ -23,6 +23,18 @@ def test_shipped_configs_equal_builtin_defaults():
     assert load_config(SimulateConfig, ROOT / "configs" / "simulate.toml", {}) == SimulateConfig()
 
 
+def test_a_saved_config_older_than_a_key_reads_as_what_it_ran_with():
+    """Keys a run folder predates take the value that run used (`legacy`), not today's default:
+    a tune run from before validation had none and tested every epoch."""
+    from miet_fed.config import SimulateConfig, build_config, with_legacy
+
+    old = {"data": {"n_train": 60}, "train": {"epochs": 2}}
+    cfg = build_config(TuneConfig, with_legacy(TuneConfig, old))
+    assert (cfg.data.n_val, cfg.train.patience, cfg.train.test_curve) == (0, 0, True)
+    assert with_legacy(TuneConfig, {"data": {"n_val": 7}})["data"]["n_val"] == 7  # kept
+    assert with_legacy(SimulateConfig, old) == old  # simulate has none of these keys
+
+
 def test_overrides_are_typed_by_field():
     cfg = load_config(
         TuneConfig,

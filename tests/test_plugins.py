@@ -161,6 +161,8 @@ def test_tune_with_plugin_dataset_gather_and_edge_network(plugins):
             "--set",
             "data.n_train=30",
             "--set",
+            "data.n_val=6",
+            "--set",
             "data.n_test=30",
             "--set",
             "train.epochs=2",

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.redteam
 
 MIET_FED = str(Path(sys.executable).with_name("miet-fed"))
 FAST = ["--set", "data.n_train=30", "--set", "data.n_test=30", "--set", "train.epochs=1"]
+TUNE_FAST = [*FAST, "--set", "data.n_val=6"]  # tune validates on 6 of the 30
 SIM = ["--set", "fed.rounds=1", "--set", "fed.num_clients=2"]
 
 
@@ -115,7 +116,7 @@ def _npz(tmp_path: Path) -> str:
 
 
 def _tune(tmp_path: Path, *extra: str) -> list[str]:
-    return ["tune", "--dataset", _npz(tmp_path), *TINY, *FAST, *extra]
+    return ["tune", "--dataset", _npz(tmp_path), *TINY, *TUNE_FAST, *extra]
 
 
 # --------------------------------------------------------------------------- config values
@@ -207,6 +208,7 @@ def test_simulate_value(case, tmp_path, capsys):
 TINY_TOML = """# tiny
 [data]
 n_train = 30
+n_val = 6
 n_test = 30
 [model]
 name = "vit_tiny_patch16_224"
@@ -262,7 +264,7 @@ def test_config_file(case, tmp_path, capsys):
         path.write_bytes(data)
     argv = ["tune", str(path), "--dataset", _npz(tmp_path)]
     if case == "empty file":  # the built-in defaults: keep them tiny from the command line
-        argv += [*TINY, *FAST]
+        argv += [*TINY, *TUNE_FAST]
     files = _sentinels(tmp_path)
     rc, out, err = _cli(capsys, [*argv, "--quiet", "--json"])
     got = _outcome(rc, err, out)
@@ -448,7 +450,7 @@ def test_data(case, tmp_path, capsys):
     extra = build(tmp_path)
     argv = ["tune", *TINY, "--set", "train.epochs=1", *extra]
     if "npz 1x1" in case or "huge label" in case:
-        argv += ["--set", "data.n_train=10", "--set", "data.n_test=10"]
+        argv += ["--set", "data.n_train=10", "--set", "data.n_val=2", "--set", "data.n_test=10"]
     files = _sentinels(tmp_path)
     rc, out, err = _cli(capsys, [*argv, "--quiet", "--json"])
     got = _outcome(rc, err, out)
@@ -470,6 +472,7 @@ command = "tune"
 "model.weights" = "random"
 "model.img_size" = 32
 "data.n_train" = 30
+"data.n_val" = 6
 "data.n_test" = 30
 "train.epochs" = 1
 [grid]

@@ -145,6 +145,7 @@ def test_16_bit_set_trains_like_its_8_bit_twin(tmp_path, capsys):
     for bits in (8, 16):
         argv = ["tune", "--dataset", f"folder:{tmp_path / f'set{bits}'}", *TINY]
         argv += ["--set", "data.n_train=30", "--set", "data.n_test=30", "--set", "train.epochs=20"]
+        argv += ["--set", "data.n_val=6"]
         assert main([*argv, "--out", f"results/b{bits}", "--quiet"]) == 0
         accs[bits] = json.loads((Path(f"results/b{bits}") / "summary.json").read_text())
     capsys.readouterr()

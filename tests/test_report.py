@@ -4,6 +4,7 @@ run folders (with and without the communication ledger), single runs, and bad in
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,8 @@ def test_report_on_a_tune_sweep(tune_sweep, capsys):
     assert "- `pareto.png`: Accuracy vs total bytes" in md
     assert "accuracy and bytes vs number of clients: fed.num_clients does not vary" in md
     assert "per-client accuracy spread: tune runs have a single device" in md
+    assert "val_acc of every run after each epoch" in md  # never the test accuracy per epoch
+    assert "| test_acc | val_acc | best_epoch |" in md
     assert md.count("| gather_cls-edge_linear-seed_0 |") >= 3  # runs, Pareto and cost tables
     cost = pd.read_csv(out / "cost_per_image.csv")
     assert (cost["bytes_per_image"] == cost["predicted_bytes_per_image"]).all()
@@ -79,8 +82,26 @@ def test_report_to_another_folder_and_on_one_tune_run(tune_sweep, tmp_path):
     assert main(["report", str(run), "--out", str(tmp_path / "one")]) == 0
     assert_png(tmp_path / "one" / "accuracy_per_epoch.png")
     md = (tmp_path / "one" / "report.md").read_text()
-    assert "Single `tune` run" in md and "| test_acc |" in md
+    assert "Single `tune` run" in md and "| test_acc |" in md and "| best_epoch |" in md
+    assert "accuracy and loss after every epoch on the train, validation images" in md
     assert "bytes per round: tune is one device without rounds" in md
+
+
+def test_report_on_a_tune_run_from_before_validation(tune_sweep, tmp_path):
+    """A run saved before the validation protocol (test per epoch, no val columns) still
+    reports: its test curve is drawn, and the sweep curves fall back to it."""
+    old = tmp_path / "old"
+    shutil.copytree(tune_sweep, old, ignore=shutil.ignore_patterns("report"))
+    for metrics in old.glob("runs/*/metrics.csv"):
+        df = pd.read_csv(metrics).drop(columns=["val_loss", "val_acc"])
+        df.assign(test_loss=0.5, test_acc=0.75).to_csv(metrics, index=False)
+    runs = pd.read_csv(old / "runs.csv").drop(columns=["val_loss", "val_acc"])
+    runs.assign(test_acc=0.75).to_csv(old / "runs.csv", index=False)
+    assert main(["report", str(old)]) == 0
+    assert "test_acc of every run after each epoch" in (old / "report" / "report.md").read_text()
+    run = next((old / "runs").iterdir())
+    assert main(["report", str(run)]) == 0
+    assert "on the train, test (diagnostic) images" in (run / "report" / "report.md").read_text()
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):
@@ -219,4 +240,5 @@ def test_total_bytes_prefers_the_ledger_and_falls_back():
     assert total_bytes({"command": "simulate", "bytes_served": 7}, rounds)[0] == 40
     tune = {"command": "tune", "bytes_per_image": 10, "raw_image_bytes": 2, "n_train": 3}
     assert total_bytes(tune | {"n_test": 1}, None)[0] == 48
+    assert total_bytes(tune | {"n_val": 2, "n_test": 1}, None)[0] == 72  # val images count
     assert total_bytes({"command": "tune"}, None) == (None, "unknown")

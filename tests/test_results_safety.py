@@ -30,6 +30,7 @@ def _tune_args(npz: Path, *extra: str) -> list[str]:
         f"npz:{npz}",
         *TINY,
         *("--set", "data.n_train=30", "--set", "data.n_test=30", "--set", "train.epochs=1"),
+        *("--set", "data.n_val=6"),
         "--quiet",
         *extra,
     ]
@@ -128,6 +129,7 @@ command = "tune"
 "model.weights" = "random"
 "model.img_size" = 32
 "data.n_train" = 30
+"data.n_val" = 6
 "data.n_test" = 30
 "train.epochs" = 1
 [grid]

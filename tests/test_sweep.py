@@ -22,6 +22,7 @@ TINY_SET = {
     "data.n_test": 60,
     "train.epochs": 2,
 }
+TUNE_SET = {"data.n_val": 12}  # tune validates on 12 of the 60 (simulate refuses the key)
 TIMING = ("seconds", "train_seconds", "wall_seconds", "extract_seconds")
 
 
@@ -58,7 +59,8 @@ def write_sweep(
         lines.append(f"seeds = {_toml(seeds)}")
     lines.append("[set]")
     varied = set(grid or {}) | {k for p in points or [] for k in p}
-    tiny = {k: v for k, v in TINY_SET.items() if k not in varied}  # give way to what varies
+    own = {**TINY_SET, **(TUNE_SET if command == "tune" else {})}
+    tiny = {k: v for k, v in own.items() if k not in varied}  # give way to what varies
     for key, value in {"data.dataset": f"npz:{npz}", **tiny, **(fixed or {})}.items():
         lines.append(f'"{key}" = {_toml(value)}')
     if grid:
@@ -224,6 +226,24 @@ def test_resume_runs_only_what_is_missing(tiny_npz, tmp_path, capsys):
     )
     assert main(["sweep", str(changed), "--quiet"]) == 2
     assert "holds a finished run with another config" in capsys.readouterr().err
+
+
+def test_a_tune_run_from_before_validation_is_not_taken_for_a_finished_point(
+    tiny_npz, tmp_path, capsys
+):
+    """A run folder whose config predates data.n_val ran without validation (and tested every
+    epoch): resuming the sweep under the validation protocol must not count it as done."""
+    toml = write_sweep(tmp_path / "s.toml", tiny_npz, grid={"train.lr": [0.001]})
+    assert main(["sweep", str(toml), "--quiet"]) == 0
+    saved = next(Path("results/sw/runs").iterdir()) / "config.toml"
+    new_keys = ("n_val = ", "patience = ", "test_curve = ")
+    lines = saved.read_text().splitlines()
+    saved.write_text("\n".join(x for x in lines if not x.startswith(new_keys)) + "\n")
+    assert main(["sweep", str(toml), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    # test_curve's default equals this point's value: only its legacy value (true) tells them apart
+    diff = "(data.n_val: 0 -> 12; train.test_curve: True -> False)"
+    assert f"holds a finished run with another config {diff}" in err
 
 
 def test_a_point_the_data_cannot_support_fails_at_planning(tiny_npz, tmp_path, capsys):

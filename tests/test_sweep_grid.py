@@ -79,9 +79,7 @@ def test_config_sweep_lists_the_file_keys_and_the_points(tiny_npz, capsys):
     out = capsys.readouterr().out
     for key in ("sweep.name", "sweep.command", "sweep.seeds", "[set]", "[grid]", "[[point]]"):
         assert key in out
-    args = ["config", "sweep", "--grid", "model.k=1,2", "--command", "tune"]
-    assert (
-        main([*args, "--set", f"data.dataset=npz:{tiny_npz}", "--set", "data.n_train=60", *TINY])
-        == 0
-    )
+    args = ["config", "sweep", "--grid", "model.k=1,2", "--command", "tune", *TINY]
+    args += ["--set", f"data.dataset=npz:{tiny_npz}", "--set", "data.n_train=60"]
+    assert main([*args, "--set", "data.n_val=12"]) == 0
     assert "2 points, 0 done" in capsys.readouterr().out

@@ -1,4 +1,6 @@
-"""`miet-fed tune` end to end on a tiny random ViT (fast) and on the real backbone (slow)."""
+"""`miet-fed tune` end to end on a tiny random ViT (fast) and on the real backbone (slow): the
+VTAB-1K protocol (validation out of the training selection, best validation epoch kept, test
+evaluated once on it, early stopping), and what a run writes."""
 
 from __future__ import annotations
 
@@ -28,11 +30,17 @@ def _tiny_args(npz: Path, *extra: str) -> list[str]:
         "--set",
         "data.n_train=60",
         "--set",
+        "data.n_val=12",
+        "--set",
         "data.n_test=60",
         "--set",
         "train.epochs=15",
         *extra,
     ]
+
+
+def _epochs(out: str | Path) -> pd.DataFrame:
+    return pd.read_csv(Path(out) / "metrics.csv")
 
 
 def test_tune_writes_results_and_second_run_hits_cache(tiny_npz, capsys):
@@ -50,14 +58,25 @@ def test_tune_writes_results_and_second_run_hits_cache(tiny_npz, capsys):
     ]
     metrics = pd.read_csv(out / "metrics.csv")
     assert list(metrics.epoch) == list(range(1, 16))
+    # validation every epoch; the test images only once, at the end (no test_* columns)
+    cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+    assert list(metrics.columns) == cols
+    assert (first["n_train"], first["n_val"], first["n_test"]) == (48, 12, 60)
+    best = first["best_epoch"]
+    assert first["val_acc"] == metrics.val_acc.max() == metrics.val_acc[best - 1]
+    assert best == 1 + int(metrics.val_acc.to_numpy().argmax())  # a tie: the earliest epoch
+    assert first["val_loss"] == metrics.val_loss[best - 1] and first["epochs_run"] == 15
     log = (out / "log.txt").read_text().splitlines()
     assert log[0].startswith("epoch 1/15: train_loss ") and ", ETA " in log[0]
-    assert len(log) == 16 and log[-1] == f"final: test_acc {first['test_acc']:.4f}, " + (
-        f"test_loss {first['test_loss']:.4f}"
+    assert "val_acc" in log[0] and "test" not in log[0]
+    assert len(log) == 16 and log[-1] == (
+        f"final: epoch {best} (best val_acc {first['val_acc']:.4f}), "
+        f"test_acc {first['test_acc']:.4f}, test_loss {first['test_loss']:.4f}"
     )
     scalars = [json.loads(line) for line in (out / "scalars.jsonl").read_text().splitlines()]
     assert [s["epoch"] for s in scalars] == list(range(1, 16))
-    assert [s["test_acc"] for s in scalars] == metrics.test_acc.tolist()
+    assert [s["val_acc"] for s in scalars] == metrics.val_acc.tolist()
+    assert not any("test_acc" in s for s in scalars)
     assert metrics.train_loss.iloc[-1] < metrics.train_loss.iloc[0]
     assert json.loads((out / "summary.json").read_text())["test_acc"] == first["test_acc"]
     # The saved config reloads to the same config the run used.
@@ -94,7 +113,87 @@ def test_each_gather_reports_the_bytes_the_cost_model_predicts(tiny_npz, capsys)
             ),
         )
         assert s["bytes_per_image"] == feature_bytes_per_image(gather, tokens, dim, k, "fp16")
-        assert s["bytes_served"] == s["bytes_per_image"] * (s["n_train"] + s["n_test"])
+        n = s["n_train"] + s["n_val"] + s["n_test"]
+        assert s["bytes_served"] == s["bytes_per_image"] * n
+
+
+def test_test_curve_is_a_diagnostic_and_the_kept_epoch_is_tested_once(tiny_npz, capsys):
+    """train.test_curve=true adds the test per epoch and changes nothing else; the summary's
+    test accuracy and loss are those of the best validation epoch, not of the last one."""
+    plain = _tune(capsys, *_tiny_args(tiny_npz, "--out", "results/plain"))
+    curve = _tune(
+        capsys, *_tiny_args(tiny_npz, "--out", "results/curve", "--set", "train.test_curve=true")
+    )
+    m = _epochs("results/curve")
+    val = ["val_loss", "val_acc"]
+    assert list(m.columns) == [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        *val,
+        "test_loss",
+        "test_acc",
+        "seconds",
+    ]
+    timing = ["seconds"]
+    pd.testing.assert_frame_equal(
+        m.drop(columns=["test_loss", "test_acc", *timing]),
+        _epochs("results/plain").drop(columns=timing),
+    )
+    assert {k: plain[k] for k in ("test_acc", "test_loss", "best_epoch")} == {
+        k: curve[k] for k in ("test_acc", "test_loss", "best_epoch")
+    }
+    best = curve["best_epoch"]
+    assert best < curve["epochs_run"]  # else the check below could not tell the two apart
+    kept = m[m.epoch == best].iloc[0]
+    assert (curve["test_acc"], curve["test_loss"]) == (kept.test_acc, kept.test_loss)
+    assert curve["test_loss"] != m.test_loss.iloc[-1]  # the restored parameters, not the last
+
+
+def test_patience_stops_when_validation_stops_improving(tiny_npz, capsys):
+    """A learning rate too small to move any weight: validation accuracy never beats epoch 1,
+    so patience=2 stops after epoch 3, keeping epoch 1."""
+    s = _tune(
+        capsys,
+        *_tiny_args(tiny_npz, "--out", "results/p", "--set", "train.lr=1e-30"),
+        *("--set", "train.patience=2"),
+    )
+    m = _epochs("results/p")
+    assert (s["epochs_run"], s["best_epoch"]) == (3, 1) and list(m.epoch) == [1, 2, 3]
+    assert m.val_acc.nunique() == 1 and s["val_acc"] == m.val_acc[0]
+    log = Path("results/p/log.txt").read_text().splitlines()
+    assert log[-2] == "early stop after epoch 3: no better val_acc in 2 epochs"
+
+
+def test_without_validation_the_last_epoch_is_kept(tiny_npz, capsys):
+    s = _tune(
+        capsys,
+        *_tiny_args(tiny_npz, "--out", "results/nv", "--set", "data.n_val=0"),
+        *("--set", "train.epochs=3", "--set", "train.test_curve=true"),
+    )
+    m = _epochs("results/nv")
+    assert s["n_val"] == 0 and s["val_acc"] is None and s["n_train"] == 60
+    assert (s["best_epoch"], s["epochs_run"]) == (3, 3) and m.val_acc.isna().all()
+    assert (s["test_acc"], s["test_loss"]) == (m.test_acc.iloc[-1], m.test_loss.iloc[-1])
+    last = Path("results/nv/log.txt").read_text().splitlines()[-1]
+    assert last.startswith("final: last epoch 3 (no validation: data.n_val=0), test_acc ")
+
+
+def test_best_epoch_keeps_the_earliest_of_equal_accuracies_and_restores_it():
+    import torch
+
+    from miet_fed.tuning import BestEpoch
+
+    net, best = torch.nn.Linear(2, 2), BestEpoch()
+    kept = {k: v.clone() for k, v in net.state_dict().items()}
+    best.update(net, 1, 0.9, 0.5)
+    for epoch, acc in ((2, 0.5), (3, 0.25)):
+        torch.nn.init.normal_(net.weight)
+        best.update(net, epoch, 0.1, acc)
+    assert (best.epoch, best.acc, best.loss, best.stale) == (1, 0.5, 0.9, 2)
+    best.restore(net)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, kept[k])
 
 
 def test_gather_sum_is_the_sum_of_token_maps():
@@ -129,6 +228,8 @@ def test_real_backbone_end_to_end(capsys):
         "9",
         "--set",
         "data.n_train=200",
+        "--set",
+        "data.n_val=40",
         "--set",
         "data.n_test=200",
         "--set",
