@@ -6,7 +6,8 @@ animal-mnist) and copied to results/figures/.
     .venv/bin/python simulations/report_figures.py --quick    # tiny random ViT, seconds (smoke)
 
 - one device (`tune`): Gather* (sum) at k = 6 and 12 and the last layer with the LAE, the CLS
-  token with a linear probe; 200 training and 200 test images, 10 epochs, seed 0;
+  token with a linear probe; 200 selected images (160 train, 40 validation) and 200 test
+  images, 10 epochs, seed 0;
 - devices (`simulate`): FedAvg and FedPer on 5 and 10 devices sharing 400 images (Dirichlet 0.3),
   3 rounds of 2 local epochs, seed 0.
 
@@ -34,7 +35,7 @@ TUNE_POINTS = [
     {"model.gather": "last", "model.k": 12, "edge.name": "lae"},
     {"model.gather": "cls", "model.k": 12, "edge.name": "linear"},
 ]
-TUNE_SET = {"data.n_train": 200, "data.n_test": 200, "train.epochs": 10}
+TUNE_SET = {"data.n_train": 200, "data.n_val": 40, "data.n_test": 200, "train.epochs": 10}
 SIM_GRID = {"fed.strategy": ["fedavg", "fedper"], "fed.num_clients": [5, 10]}
 SIM_SET = {"data.n_train": 400, "data.n_test": 200, "fed.rounds": 3, "train.epochs": 2}
 #: --quick: the tiny random ViT the tests use, on the built-in digits (no weights needed).
@@ -74,7 +75,7 @@ def sweeps(quick: bool) -> dict[str, Sweep]:
         name=f"figures_tune{suffix}",
         command="tune",
         base=ROOT / "configs" / "tune.toml",
-        fixed={**TUNE_SET, **extra, **({"train.epochs": 2} if quick else {})},
+        fixed={**TUNE_SET, **extra, **({"train.epochs": 2, "data.n_val": 12} if quick else {})},
         points=TUNE_POINTS,
     )
     sim = Sweep(
