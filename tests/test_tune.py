@@ -64,7 +64,9 @@ def test_tune_writes_results_and_second_run_hits_cache(tiny_npz, capsys):
     assert (first["n_train"], first["n_val"], first["n_test"]) == (48, 12, 60)
     best = first["best_epoch"]
     assert first["val_acc"] == metrics.val_acc.max() == metrics.val_acc[best - 1]
-    assert best == 1 + int(metrics.val_acc.to_numpy().argmax())  # a tie: the earliest epoch
+    # among the epochs of the best accuracy, the lowest validation loss (then the earliest)
+    ties = metrics[metrics.val_acc == metrics.val_acc.max()]
+    assert best == int(ties.sort_values(["val_loss", "epoch"]).epoch.iloc[0])
     assert first["val_loss"] == metrics.val_loss[best - 1] and first["epochs_run"] == 15
     log = (out / "log.txt").read_text().splitlines()
     assert log[0].startswith("epoch 1/15: train_loss ") and ", ETA " in log[0]
@@ -120,9 +122,12 @@ def test_each_gather_reports_the_bytes_the_cost_model_predicts(tiny_npz, capsys)
 def test_test_curve_is_a_diagnostic_and_the_kept_epoch_is_tested_once(tiny_npz, capsys):
     """train.test_curve=true adds the test per epoch and changes nothing else; the summary's
     test accuracy and loss are those of the best validation epoch, not of the last one."""
-    plain = _tune(capsys, *_tiny_args(tiny_npz, "--out", "results/plain"))
+    # lr 0.03: validation accuracy saturates and its loss is lowest before the last epoch
+    fast = ("--set", "train.lr=0.03")
+    plain = _tune(capsys, *_tiny_args(tiny_npz, "--out", "results/plain", *fast))
     curve = _tune(
-        capsys, *_tiny_args(tiny_npz, "--out", "results/curve", "--set", "train.test_curve=true")
+        capsys,
+        *_tiny_args(tiny_npz, "--out", "results/curve", *fast, "--set", "train.test_curve=true"),
     )
     m = _epochs("results/curve")
     val = ["val_loss", "val_acc"]
@@ -179,18 +184,22 @@ def test_without_validation_the_last_epoch_is_kept(tiny_npz, capsys):
     assert last.startswith("final: last epoch 3 (no validation: data.n_val=0), test_acc ")
 
 
-def test_best_epoch_keeps_the_earliest_of_equal_accuracies_and_restores_it():
+def test_best_epoch_breaks_accuracy_ties_by_loss_then_earliest_and_restores_it():
     import torch
 
     from miet_fed.tuning import BestEpoch
 
     net, best = torch.nn.Linear(2, 2), BestEpoch()
-    kept = {k: v.clone() for k, v in net.state_dict().items()}
     best.update(net, 1, 0.9, 0.5)
-    for epoch, acc in ((2, 0.5), (3, 0.25)):
+    kept = {}
+    # epoch 2: same accuracy, lower loss (kept); 3: same accuracy and loss (the earlier stays);
+    # 4: lower accuracy though lower loss
+    for epoch, loss, acc in ((2, 0.4, 0.5), (3, 0.4, 0.5), (4, 0.1, 0.25)):
         torch.nn.init.normal_(net.weight)
-        best.update(net, epoch, 0.1, acc)
-    assert (best.epoch, best.acc, best.loss, best.stale) == (1, 0.5, 0.9, 2)
+        if epoch == 2:
+            kept = {k: v.clone() for k, v in net.state_dict().items()}
+        best.update(net, epoch, loss, acc)
+    assert (best.epoch, best.acc, best.loss, best.stale) == (2, 0.5, 0.4, 2)
     best.restore(net)
     for k, v in net.state_dict().items():
         assert torch.equal(v, kept[k])
