@@ -231,6 +231,52 @@ def test_report_on_a_simulate_sweep(tiny_npz, tmp_path, capsys, ledger):
     assert list(per_round["round"]) == [0, 1, 2, 3]
 
 
+def test_over_seeds_gives_mean_and_sample_spread_per_setting():
+    from miet_fed.report.tables import over_seeds
+
+    df = pd.DataFrame(
+        {
+            "run.seed": [0, 1, 2, 0, 1, 2],
+            "model.k": [12, 12, 12, 6, 6, 6],
+            "test_acc": [0.90, 0.90, 0.93, 0.80, 0.82, 0.84],
+            "bytes": [1, 2, 3, 4, 5, 6],
+        }
+    )
+    got = over_seeds(df, ["test_acc", "global_acc"])  # a metric the runs lack is left out
+    assert list(got.columns) == ["model.k", "seeds", "test_acc mean", "test_acc std"]
+    assert list(got["model.k"]) == [12, 6] and list(got["seeds"]) == [3, 3]  # sweep order
+    assert got["test_acc mean"].tolist() == pytest.approx([0.91, 0.82])
+    # sample standard deviation: sqrt(((-.01)^2 + (-.01)^2 + .02^2) / 2) and sqrt(.0008 / 2)
+    assert got["test_acc std"].tolist() == pytest.approx([0.0173205, 0.02], rel=1e-5)
+    assert over_seeds(df[df["run.seed"] == 0], ["test_acc"]) is None  # one seed: no spread
+    one = over_seeds(df[df["model.k"] == 6], ["test_acc"])  # nothing else varies
+    assert list(one.columns) == ["seeds", "test_acc mean", "test_acc std"]
+
+
+def test_report_on_a_sweep_of_several_seeds_has_their_spread(tiny_npz, capsys):
+    toml = write_sweep(
+        Path("s.toml"),
+        tiny_npz,
+        command="simulate",
+        fixed={"fed.rounds": 2, "data.n_train": 110, "data.n_test": 5, "fed.partition": "iid"},
+        grid={"fed.strategy": ["local", "fedavg"]},
+        seeds=[0, 1],
+        name="sd",
+    )
+    for p in plan(load_sweep(toml), Path("results/sd")):
+        _fake_simulate_run(p, True)
+    assert main(["sweep", str(toml), "--quiet"]) == 0
+    assert capsys.readouterr().err.count("skipped (done)") == 4  # the fakes: nothing ran
+    assert main(["report", "results/sd"]) == 0
+    md = Path("results/sd/report/report.md").read_text()
+    assert "### Mean and spread over seeds" in md
+    seeds = pd.read_csv("results/sd/report/over_seeds.csv")
+    assert list(seeds["fed.strategy"]) == ["local", "fedavg"] and set(seeds["seeds"]) == {2}
+    summary = pd.read_csv("results/sd/summary.csv")
+    fedavg = summary[summary["fed.strategy"] == "fedavg"]
+    assert seeds["global_acc mean"].iloc[1] == pytest.approx(fedavg["global_acc"].mean())
+
+
 def test_total_bytes_prefers_the_ledger_and_falls_back():
     rounds = pd.DataFrame({"params_up_bytes": [1, 2], "params_down_bytes": [10, 20]})
     assert total_bytes({"command": "simulate", "total_bytes": 99}, rounds) == (99.0, "ledger")

@@ -29,6 +29,7 @@ from miet_fed.report.tables import (
     _tune_cost,
     _unique,
     md_table,
+    over_seeds,
     total_bytes,
 )
 from miet_fed.results import own_folder
@@ -48,6 +49,7 @@ OUTPUTS = (
     "bytes_per_round.png",
     "accuracy_per_epoch.png",
     "summary_table.csv",
+    "over_seeds.csv",
     "pareto.csv",
     "by_clients.csv",
     "client_spread.csv",
@@ -185,6 +187,14 @@ def _sweep(rep: Report, src: Path) -> None:
     table["error"] = table["error"].astype(object).where(table["error"].notna(), "")
     rep.sections.append("## Runs\n")
     rep.table(table, "summary_table.csv", "One row per run")
+    seeds = over_seeds(ok, [m for m in metrics if "acc" in m])
+    if seeds is not None:  # several seeds ran
+        rep.table(
+            seeds,
+            "over_seeds.csv",
+            "Mean and spread over seeds",
+            "Per setting: mean and sample standard deviation (ddof=1) over its seeds.",
+        )
     rep.sections.append("## Plots and tables\n")
     if ok.empty:
         rep.skip("all plots", "no run of the sweep finished")

@@ -157,6 +157,29 @@ def _run_labels(summary: pd.DataFrame, color: str | None, compact: bool = False)
     return summary[cols].apply(label, axis=1)
 
 
+SEED = "run.seed"
+
+
+def over_seeds(summary: pd.DataFrame, metrics: list[str]) -> pd.DataFrame | None:
+    """Mean, sample standard deviation (ddof=1) and count over seeds of each metric, one row
+    per setting (the other varied grid keys), in the sweep's order; None unless several seeds
+    ran. A reader compares settings by their spread over seeds, not by one seed's number."""
+    if SEED not in summary or summary[SEED].nunique() < 2:
+        return None
+    keys = [c for c in summary.columns if "." in c and c != SEED and summary[c].nunique() > 1]
+    metrics = [m for m in metrics if m in summary and summary[m].notna().any()]
+    if not metrics:
+        return None
+    df = summary.assign(**{m: pd.to_numeric(summary[m], errors="coerce") for m in metrics})
+    if not keys:
+        df, keys = df.assign(_setting=0), ["_setting"]
+    stats = {"seeds": (SEED, "nunique")}
+    for m in metrics:
+        stats |= {f"{m} mean": (m, "mean"), f"{m} std": (m, "std")}
+    out = df.groupby(keys, sort=False, dropna=False).agg(**stats).reset_index()
+    return out.drop(columns=["_setting"], errors="ignore")
+
+
 def _pareto(x: pd.Series, y: pd.Series) -> pd.Series:
     """True for runs no other run beats on both fewer bytes and higher accuracy."""
     flags = pd.Series(False, index=x.index)
