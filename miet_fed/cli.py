@@ -163,6 +163,7 @@ TOOL_COMMANDS: dict[str, str] = {
     "sweep": "miet_fed.sweep_run",
     "report": "miet_fed.report",
     "config": "miet_fed.config_doc",
+    "leakage": "miet_fed.privacy.leakage_cli",
 }
 
 
