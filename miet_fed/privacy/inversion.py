@@ -78,7 +78,7 @@ def _features(x: torch.Tensor, spec: DecoderSpec) -> torch.Tensor:
 class InversionDecoder(nn.Module):
     """Payload -> image in [0, 1], [B, C, H, W]."""
 
-    def __init__(self, spec: DecoderSpec, mean: torch.Tensor, std: torch.Tensor, width: int = 64):
+    def __init__(self, spec: DecoderSpec, mean: torch.Tensor, std: torch.Tensor, width: int = 32):
         super().__init__()
         self.spec = spec
         self.register_buffer("mean", mean)

