@@ -100,6 +100,14 @@ def test_token_decoder_reads_a_patch_grid():
     assert out.shape == (4, 1, 16, 16) and out.min() >= 0 and out.max() <= 1
 
 
+def test_figure_examples_cover_the_classes():
+    from miet_fed.privacy.leakage import example_rows
+
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    assert example_rows(labels, 4).tolist() == [0, 3, 5, 1]
+    assert example_rows(labels, 20).tolist() == [0, 3, 5, 1, 4, 6, 2, 7]
+
+
 # --- the command ----------------------------------------------------------------------------------
 
 

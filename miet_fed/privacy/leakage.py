@@ -159,6 +159,18 @@ def image_tensor(ds: ImageDataset, ids: np.ndarray, max_side: int) -> torch.Tens
     return x.contiguous()
 
 
+def example_rows(labels: np.ndarray, n: int) -> torch.Tensor:
+    """Positions of n device images for the figure: one per class in turn (the selection is
+    sorted by id, and many datasets by class, so the first n would often be one class)."""
+    by_class = [list(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    picked: list[int] = []
+    while len(picked) < min(n, len(labels)):
+        for rows in by_class:
+            if rows and len(picked) < n:
+                picked.append(int(rows.pop(0)))
+    return torch.tensor(picked, dtype=torch.long)
+
+
 def _scores(recon: torch.Tensor, target: torch.Tensor, reid: float) -> dict[str, float]:
     return {
         "psnr": mean_finite(psnr(recon, target)),
@@ -199,12 +211,13 @@ def measure_leakage(
     judge = inversion.train_classifier(
         x_pub, y_pub, ds.num_classes, setup.classifier_epochs, setup.seed
     )
-    result = LeakageResult(rows=[], originals=x_dev[:n_examples])
+    shown = example_rows(ds.labels[device], n_examples)
+    result = LeakageResult(rows=[], originals=x_dev[shown])
 
     def add(row: dict[str, Any], recon: torch.Tensor | None, seconds: float = 0.0) -> None:
         if recon is not None:
             row.update(_scores(recon, x_dev, inversion.accuracy(judge, recon, y_dev)))
-            result.examples[row["payload"]] = recon[:n_examples]
+            result.examples[row["payload"]] = recon[shown]
         row["seconds"] = round(seconds, 2)
         result.rows.append(row)
         if on_row:
