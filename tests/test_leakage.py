@@ -87,6 +87,11 @@ def test_decoder_on_raw_pixels_beats_the_mean_image(tmp_path):
     gain = psnr(recon, dev).mean() - psnr(mean, dev).mean()
     assert gain > 3.0, f"decoder only {gain:.2f} dB above the mean image"
     assert ssim(recon, dev).mean() > ssim(mean, dev).mean() + 0.2
+    # ... and a payload that carries nothing (zeros) gains nothing over the mean image
+    zeros = {"values": torch.zeros(len(pub), 256)}
+    blind = inversion.train_decoder(zeros, pub, spec, epochs=40, seed=0)
+    guess = inversion.reconstruct(blind, {"values": torch.zeros(len(dev), 256)})
+    assert abs(psnr(guess, dev).mean() - psnr(mean, dev).mean()) < 1.0
 
 
 def test_token_decoder_reads_a_patch_grid():
