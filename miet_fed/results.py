@@ -354,6 +354,8 @@ def setting_fields(cfg: Any) -> dict[str, Any]:
         "gather": m.gather,
         "k": m.k,
         "dtype": m.dtype,
+        "token_pool": m.token_pool,
+        "proj_rank": m.proj_rank,
         "edge": cfg.edge.name,
         "seed": cfg.run.seed,
     }

@@ -7,6 +7,7 @@ It is never trained and no gradient reaches it, so its output per image is a pur
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,11 @@ class CloudBackbone:
     def tokens(self) -> int:
         return int(self.net.patch_embed.num_patches + self.net.num_prefix_tokens)
 
+    @property
+    def prefix(self) -> int:
+        """CLS and register tokens, ahead of the patch grid in every token map."""
+        return int(self.net.num_prefix_tokens)
+
     def check_k(self, k: int) -> None:
         if not 0 <= k <= self.depth:
             raise MietError(f"k={k} is out of range for '{self.model}': use 0..{self.depth}")
@@ -169,6 +175,11 @@ def build_backbone(model: str, weights: str, img_size: int, device: str = "cpu")
 
 def describe_vit(model: str, img_size: int) -> dict[str, int]:
     """Shape facts of a timm ViT built on the meta device: no weights, no memory, no network."""
+    return dict(_describe_vit(model, img_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _describe_vit(model: str, img_size: int) -> dict[str, int]:
     timm = import_timm()
     check_model_name(model)
     try:
@@ -184,5 +195,6 @@ def describe_vit(model: str, img_size: int) -> dict[str, int]:
         "depth": len(net.blocks),
         "dim": int(net.embed_dim),
         "tokens": int(net.patch_embed.num_patches + net.num_prefix_tokens),
+        "prefix": int(net.num_prefix_tokens),  # CLS and register tokens, before the patches
         "params": sum(p.numel() for p in net.parameters()),
     }

@@ -17,8 +17,9 @@ import torch
 from miet_fed.cloud.backbone import CloudBackbone, build_backbone, describe_vit, resolve_weights
 from miet_fed.cloud.cache import FeatureStore, fill
 from miet_fed.cloud.gather import get_gather
+from miet_fed.cloud.payload import BasisStore, fit_pca, pool_grid, project, sample_ids
 from miet_fed.comm import codec
-from miet_fed.comm.cost import check_dtype, encoded_bytes
+from miet_fed.comm.cost import check_dtype, encoded_bytes, format_shape
 from miet_fed.config import ModelConfig
 from miet_fed.errors import MietError
 from miet_fed.paths import cache_dir
@@ -50,7 +51,18 @@ class FeatureService:
             "k": model.k,
             "dtype": model.dtype,
         }
+        # payload formats join the key only when used, so caches written before they existed
+        # (and every run without them) keep their digest
+        if model.token_pool != 1:
+            self.key["token_pool"] = model.token_pool
+        basis_key = {k: v for k, v in self.key.items() if k != "dtype"}
+        if model.proj_rank:
+            self.key |= {"proj_rank": model.proj_rank, "proj_sample": model.proj_sample}
         self.store = FeatureStore(cache_root or cache_dir(), self.key)
+        self.basis = BasisStore(
+            cache_root or cache_dir(), {**basis_key, "proj_sample": model.proj_sample}
+        )
+        self.prefix = describe_vit(model.name, model.img_size)["prefix"]
         self._backbone: CloudBackbone | None = None
         self.forwards = 0
         self.builds = 0  # times the backbone was built by this service (at most once)
@@ -69,10 +81,27 @@ class FeatureService:
             self.builds += 1
         return self._backbone
 
-    def _compute(self, images: np.ndarray) -> torch.Tensor:
+    def _pooled(self, images: np.ndarray) -> torch.Tensor:
+        """Gathered features, token-pooled as `model.token_pool` asks."""
         out = self.backbone.gathered(images, self.gather, self.cfg.k)
         if not torch.isfinite(out).all():
             raise MietError("the backbone produced NaN/inf features; check the weights file")
+        return pool_grid(out, self.prefix, self.cfg.token_pool)
+
+    def _fit_basis(self) -> dict[str, torch.Tensor]:
+        """PCA on the pooled payloads of the fixed image sample (see `miet_fed.cloud.payload`)."""
+        ids = sample_ids(len(self.images), self.cfg.proj_sample)
+        step = self.cfg.batch_size
+
+        def rows() -> list[torch.Tensor]:
+            return [self._pooled(self.images[ids[b : b + step]]) for b in range(0, len(ids), step)]
+
+        return {**fit_pca(rows), "sample_ids": torch.from_numpy(ids.astype(np.int64))}
+
+    def _compute(self, images: np.ndarray) -> torch.Tensor:
+        out = self._pooled(images)
+        if self.cfg.proj_rank:
+            out = project(out, self.basis.get(self._fit_basis), self.cfg.proj_rank)
         return out
 
     def ensure(self, ids: np.ndarray) -> int:
@@ -111,6 +140,7 @@ class FeatureService:
             "cache_hits": self.cache_hits,
             "bytes_served": self.bytes_served,
             "extract_seconds": round(self.extract_seconds, 3),
+            "basis_fits": self.basis.fits,
         }
 
 
@@ -125,4 +155,5 @@ def payload_info(model: ModelConfig) -> tuple[str, tuple[int, ...], int]:
             f"use 0..{shape['depth']}"
         )
     payload = gather.payload_shape(shape["tokens"], shape["dim"], model.k)
+    payload = format_shape(payload, gather.kind, shape["prefix"], model.token_pool, model.proj_rank)
     return gather.kind, payload, encoded_bytes(payload, model.dtype)

@@ -32,16 +32,84 @@ def encoded_bytes(shape: tuple[int, ...], dtype: str) -> int:
     return total
 
 
-def gather_payload_shape(gather: str, tokens: int, dim: int, k: int) -> tuple[int, ...]:
-    """Shape of one image's payload; delegates to the registered gather (torch-free)."""
+def pool_values(tokens: int, prefix: int) -> list[int]:
+    """Valid `model.token_pool` values: the divisors of the side of the square patch grid."""
+    side = math.isqrt(tokens - prefix)
+    return [p for p in range(1, side + 1) if side % p == 0]
+
+
+def pooled_tokens(tokens: int, prefix: int, pool: int) -> int:
+    """Tokens after averaging each pool x pool block of the patch grid; prefix tokens (CLS,
+    registers) are kept as they are."""
+    if pool < 1:
+        raise MietError(f"model.token_pool must be >= 1, got {pool}")
+    side = math.isqrt(tokens - prefix)
+    if side * side != tokens - prefix:
+        raise MietError(f"{tokens - prefix} patch tokens do not form a square grid; no pooling")
+    if side % pool:
+        valid = ", ".join(map(str, pool_values(tokens, prefix)))
+        raise MietError(
+            f"model.token_pool={pool} does not divide the {side}x{side} patch grid; valid: {valid}"
+        )
+    return prefix + (side // pool) ** 2
+
+
+def format_shape(
+    shape: tuple[int, ...],
+    kind: str,
+    prefix: int = 1,
+    token_pool: int = 1,
+    proj_rank: int = 0,
+) -> tuple[int, ...]:
+    """A gathered payload's shape after token pooling (token maps only) and projection of the
+    channel dimension to `proj_rank` (0 = kept). Checks both against the shape."""
+    if token_pool != 1:
+        if kind == "vector":
+            raise MietError(
+                f"model.token_pool={token_pool} pools a token grid but the payload is one vector "
+                "(gather cls); use model.token_pool=1 or a token-map gather"
+            )
+        shape = (*shape[:-2], pooled_tokens(shape[-2], prefix, token_pool), shape[-1])
+    if proj_rank:
+        if not 0 < proj_rank <= shape[-1]:
+            raise MietError(
+                f"model.proj_rank={proj_rank} is larger than the payload dimension {shape[-1]}; "
+                f"use 0 (no projection) .. {shape[-1]}"
+            )
+        shape = (*shape[:-1], proj_rank)
+    return shape
+
+
+def gather_payload_shape(
+    gather: str,
+    tokens: int,
+    dim: int,
+    k: int,
+    prefix: int = 1,
+    token_pool: int = 1,
+    proj_rank: int = 0,
+) -> tuple[int, ...]:
+    """Shape of one image's payload, pooled and projected as asked; delegates to the
+    registered gather (torch-free)."""
     from miet_fed.cloud.gather import get_gather
 
-    return get_gather(gather).payload_shape(tokens, dim, k)
+    g = get_gather(gather)
+    return format_shape(g.payload_shape(tokens, dim, k), g.kind, prefix, token_pool, proj_rank)
 
 
-def feature_bytes_per_image(gather: str, tokens: int, dim: int, k: int, dtype: str) -> int:
-    """Downlink bytes for one image's gathered features."""
-    return encoded_bytes(gather_payload_shape(gather, tokens, dim, k), dtype)
+def feature_bytes_per_image(
+    gather: str,
+    tokens: int,
+    dim: int,
+    k: int,
+    dtype: str,
+    prefix: int = 1,
+    token_pool: int = 1,
+    proj_rank: int = 0,
+) -> int:
+    """Downlink bytes for one image's gathered features (pooled and projected as asked)."""
+    shape = gather_payload_shape(gather, tokens, dim, k, prefix, token_pool, proj_rank)
+    return encoded_bytes(shape, dtype)
 
 
 def raw_image_bytes(height: int, width: int, channels: int) -> int:

@@ -86,6 +86,25 @@ class ModelConfig(Section):
         names="miet_fed.comm.cost:DTYPE_BYTES",
         check="miet_fed.comm.cost:check_dtype",
     )
+    token_pool: int = setting(
+        1,
+        "payload token pooling: average each p x p block of the patch grid, CLS kept (1 = none; "
+        "token-map gathers only)",
+        ge=1,
+        allowed=">= 1, a divisor of the patch grid side",
+    )
+    proj_rank: int = setting(
+        0,
+        "project the payload's channels to this rank with a fixed PCA basis fitted once in the "
+        "cloud (0 = none)",
+        ge=0,
+        allowed="0 .. the backbone's dim",
+    )
+    proj_sample: int = setting(
+        256,
+        "images (drawn with a fixed seed from the whole dataset) the projection basis is fitted on",
+        ge=1,
+    )
     batch_size: int = setting(64, "images per backbone forward", ge=1, runtime=True)
     device: str = setting(
         "auto",
@@ -98,6 +117,11 @@ class ModelConfig(Section):
         require(
             re.fullmatch(_DEVICE, self.device) is not None,
             f"model.device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
+        require(
+            self.token_pool == 1 or self.gather != "cls",
+            f"model.token_pool={self.token_pool} pools a token grid but gather cls sends one "
+            "vector; use model.token_pool=1 or a token-map gather",
         )
 
 
