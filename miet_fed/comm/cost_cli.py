@@ -1,4 +1,5 @@
-"""`miet-fed cost`: what crosses the network per image, for every gather and dtype of a timm ViT.
+"""`miet-fed cost`: what crosses the network per image, for every gather and dtype of a timm ViT
+(and, with --token-pools / --proj-ranks, every payload format: pooled tokens, projected channels).
 
 The backbone is built on the meta device (`describe_vit`), so any timm ViT works without weights,
 and so is the edge network (`miet_fed.edge.networks.param_counts`): its parameter counts come
@@ -22,7 +23,16 @@ from miet_fed.units import human_bytes
 HELP = "communication cost per image: every gather x dtype of a timm ViT (no weights needed)"
 
 DTYPES = tuple(cost.DTYPE_BYTES)
-_NUMERIC = {"k", "bytes_per_image", "bytes", "params", "vs_raw_image", "vs_gather_star_fp32"}
+_NUMERIC = {
+    "k",
+    "token_pool",
+    "proj_rank",
+    "bytes_per_image",
+    "bytes",
+    "params",
+    "vs_raw_image",
+    "vs_gather_star_fp32",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +47,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gathers", default=None, help="comma-separated gathers (default: every registered one)"
     )
-    parser.add_argument("--edge", default=edge.name, help="edge network priced for weight exchange")
+    parser.add_argument(
+        "--token-pools",
+        dest="token_pools",
+        default=str(model.token_pool),
+        help="comma-separated model.token_pool values (p: average p x p patch blocks; 1 = none)",
+    )
+    parser.add_argument(
+        "--proj-ranks",
+        dest="proj_ranks",
+        default=str(model.proj_rank),
+        help="comma-separated model.proj_rank values (channels projected to r; 0 = none)",
+    )
+    parser.add_argument(
+        "--edge",
+        default=edge.name,
+        help="edge network priced for weight exchange (on the first pool and rank listed)",
+    )
     parser.add_argument(
         "--edge-gather",
         dest="edge_gather",
@@ -69,8 +95,19 @@ def _ratio(num: int, den: int) -> float:
     return round(num / den, 6)
 
 
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(n) for n in _names(text, flag)]
+    except ValueError:
+        raise MietError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
 def _edge_params(
-    edge: EdgeConfig, gather: str, dims: tuple[int, int, int], classes: int
+    edge: EdgeConfig,
+    gather: str,
+    dims: tuple[int, int, int],
+    classes: int,
+    fmt: tuple[int, int, int] = (1, 1, 0),
 ) -> dict[str, int]:
     """Edge parameter counts on `gather`'s payload for (tokens, dim, k), counted on the network
     built on the meta device; a clear error if it cannot read that payload."""
@@ -84,7 +121,8 @@ def _edge_params(
             f"edge network '{edge.name}' cannot read the '{gather}' payload; "
             f"use --edge-gather {' or '.join(fits)}"
         )
-    return param_counts(edge.name, g.kind, g.payload_shape(*dims), classes, edge)
+    shape = cost.format_shape(g.payload_shape(*dims), g.kind, *fmt)
+    return param_counts(edge.name, g.kind, shape, classes, edge)
 
 
 def cost_report(
@@ -96,9 +134,13 @@ def cost_report(
     edge: EdgeConfig | None = None,
     classes: int = 10,
     edge_gather: str | None = None,
+    token_pools: list[int] | tuple[int, ...] = (1,),
+    proj_ranks: list[int] | tuple[int, ...] = (0,),
 ) -> dict[str, Any]:
-    """Per-image payload bytes for each gather x dtype, plus comparison rows (JSON-ready)."""
-    from miet_fed.cloud.gather import gather_names
+    """Per-image payload bytes for each gather x pool x rank x dtype (the `cls` vector is not
+    pooled: its rows are the unpooled ones), plus comparison rows (JSON-ready). The edge network
+    is priced on the first pool and rank listed."""
+    from miet_fed.cloud.gather import gather_names, get_gather
     from miet_fed.edge.networks import default_gather
 
     gathers = gather_names() if gathers is None else gathers
@@ -119,30 +161,42 @@ def cost_report(
     from miet_fed.cloud.backbone import describe_vit
 
     vit = describe_vit(model, img_size)
-    depth, tokens, dim = vit["depth"], vit["tokens"], vit["dim"]
+    depth, tokens, dim, prefix = vit["depth"], vit["tokens"], vit["dim"], vit["prefix"]
     k = depth if k is None else k
     if not 0 <= k <= depth:
         raise MietError(f"k={k} is out of range for '{model}' (depth {depth}): use 0..{depth}")
     raw = cost.raw_image_bytes(img_size, img_size, 3)
     star = cost.feature_bytes_per_image("sum", tokens, dim, k, "fp32")
+    for pool in token_pools:  # a pool or rank the backbone cannot take: one line, no rows
+        cost.gather_payload_shape("sum", tokens, dim, k, prefix, pool, 0)
+    for rank in proj_ranks:
+        cost.gather_payload_shape("sum", tokens, dim, k, prefix, 1, rank)
     rows = []
     for gather in gathers:
-        shape = cost.gather_payload_shape(gather, tokens, dim, k)
-        for dtype in dtypes:
-            nbytes = cost.encoded_bytes(shape, dtype)
-            rows.append(
-                {
-                    "gather": gather,
-                    "dtype": dtype,
-                    "k": k,
-                    "payload_shape": list(shape),
-                    "bytes_per_image": nbytes,
-                    "vs_raw_image": _ratio(nbytes, raw),
-                    "vs_gather_star_fp32": _ratio(nbytes, star),
-                }
-            )
-    edge_shape = cost.gather_payload_shape(edge_gather, tokens, dim, k)
-    counts = _edge_params(edge, edge_gather, (tokens, dim, k), classes)
+        vector = get_gather(gather).kind == "vector"
+        for pool in [1] if vector else token_pools:
+            for rank in proj_ranks:
+                fmt = (prefix, pool, rank)
+                shape = cost.gather_payload_shape(gather, tokens, dim, k, *fmt)
+                for dtype in dtypes:
+                    nbytes = cost.encoded_bytes(shape, dtype)
+                    rows.append(
+                        {
+                            "gather": gather,
+                            "dtype": dtype,
+                            "k": k,
+                            "token_pool": pool,
+                            "proj_rank": rank,
+                            "payload_shape": list(shape),
+                            "bytes_per_image": nbytes,
+                            "vs_raw_image": _ratio(nbytes, raw),
+                            "vs_gather_star_fp32": _ratio(nbytes, star),
+                        }
+                    )
+    edge_vector = get_gather(edge_gather).kind == "vector"
+    edge_fmt = (prefix, 1 if edge_vector else token_pools[0], proj_ranks[0])
+    edge_shape = cost.gather_payload_shape(edge_gather, tokens, dim, k, *edge_fmt)
+    counts = _edge_params(edge, edge_gather, (tokens, dim, k), classes, edge_fmt)
     per_round = "client per round, down+up fp32"
     comparisons = [
         {"what": "raw image (uplink, uint8)", "bytes": raw, "per": "image", "params": None},
@@ -184,6 +238,8 @@ def cost_report(
             "blocks": edge.blocks,
             "heads": edge.heads,
             "pool": edge.pool,
+            "token_pool": edge_fmt[1],
+            "proj_rank": edge_fmt[2],
             "params": counts,
         },
         "rows": rows,
@@ -195,8 +251,12 @@ def rows_frame(report: dict[str, Any]) -> Any:
     import pandas as pd
 
     frame = pd.DataFrame(report["rows"])
+    for col in ("token_pool", "proj_rank"):  # shown only when a format was asked for
+        if col in frame and frame[col].nunique() == 1 and frame[col].iloc[0] in (0, 1):
+            frame = frame.drop(columns=col)
     frame["payload_shape"] = frame["payload_shape"].map(lambda s: "x".join(map(str, s)))
-    frame.insert(5, "size", frame["bytes_per_image"].map(human_bytes))
+    at = list(frame.columns).index("bytes_per_image") + 1
+    frame.insert(at, "size", frame["bytes_per_image"].map(human_bytes))
     return frame.rename(columns={"payload_shape": "payload"})
 
 
@@ -242,7 +302,8 @@ def header(report: dict[str, Any]) -> str:
         f"{r['model']} @ {r['img_size']} px: {r['tokens']} tokens x {r['dim']}, "
         f"depth {r['depth']}, {r['backbone_params']:,} backbone params; k={r['k']}; "
         f"edge {e['name']} on the "
-        f"{e['gather']} payload: {e['params']['total']:,} params "
+        f"{e['gather']} payload ({'x'.join(map(str, e['payload_shape']))}): "
+        f"{e['params']['total']:,} params "
         f"(body {e['params']['body']:,}, head {e['params']['head']:,})"
     )
 
@@ -253,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
 
     load_plugins(args.plugin)
     gathers = _names(args.gathers, "--gathers") if args.gathers else None
+    pools, ranks = _ints(args.token_pools, "--token-pools"), _ints(args.proj_ranks, "--proj-ranks")
     edge = EdgeConfig(
         name=args.edge, rank=args.rank, blocks=args.blocks, heads=args.heads, pool=args.pool
     )
@@ -265,6 +327,8 @@ def run(args: argparse.Namespace) -> int:
         edge=edge,
         classes=args.classes,
         edge_gather=args.edge_gather,
+        token_pools=pools,
+        proj_ranks=ranks,
     )
     print(header(report))
     print(display(rows_frame(report)).to_string(index=False))
