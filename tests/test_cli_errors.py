@@ -56,6 +56,18 @@ CASES = {
         ["--set", "data.n_val=0", "--set", "train.patience=3"],
         "train.patience=3 needs validation images: set data.n_val > 0",
     ),
+    "pool not dividing the grid": (
+        [*TINY, "--set", "model.token_pool=3"],
+        "model.token_pool=3 does not divide the 2x2 patch grid; valid: 1, 2",
+    ),
+    "pool with the cls gather": (
+        [*TINY, "--gather", "cls", "--edge", "linear", "--set", "model.token_pool=2"],
+        "gather cls sends one vector",
+    ),
+    "projection rank above the dim": (
+        [*TINY, "--set", "model.proj_rank=193"],
+        "model.proj_rank=193 is larger than the payload dimension 192",
+    ),
 }
 if not torch.cuda.is_available():  # on a GPU machine these are valid requests
     CASES["cuda without a GPU"] = ([*TINY, "--set", "model.device=cuda"], "torch sees 0 GPU(s)")
@@ -81,6 +93,8 @@ SIMULATE_CASES = {
     "negative backbone GPUs": (["--set", "run.backbone_gpus=-1"], "run.backbone_gpus must be >= 0"),
     "edge GPU without worker GPUs": (["--set", "edge.device=cuda"], "fed.gpus_per_client"),
     "unknown edge device": (["--set", "edge.device=tpu"], "edge.device must be auto, cpu"),
+    "pool not dividing the grid": ([*TINY, "--set", "model.token_pool=4"], "valid: 1, 2"),
+    "projection rank above the dim": ([*TINY, "--set", "model.proj_rank=999"], "dimension 192"),
     "negative devices per node": (["--set", "fed.devices_per_node=-1"], "fed.devices_per_node"),
     "device images too few": (
         [*TINY, "--set", "fed.device_images=1", "--set", "fed.num_clients=5000"],

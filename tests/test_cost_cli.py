@@ -67,9 +67,28 @@ def test_any_timm_vit_without_weights(capsys, model, size, tokens, dim, depth):
     assert report["edge"]["payload_shape"] == [depth + 1, tokens, dim]
 
 
+def test_payload_formats_get_a_row_each(capsys):
+    argv = ["cost", "--img-size", "112", "--token-pools", "1,2,4", "--proj-ranks", "0,64"]
+    assert main([*argv, "--gathers", "sum,cls", "--json"]) == 0
+    report = _json_line(capsys)
+    rows = {(r["gather"], r["token_pool"], r["proj_rank"], r["dtype"]): r for r in report["rows"]}
+    assert len(rows) == (3 * 2 + 2) * 4  # sum: 3 pools x 2 ranks; cls: unpooled, 2 ranks
+    assert rows["sum", 2, 0, "fp32"]["payload_shape"] == [17, 384]  # 8x8 grid -> 4x4, + CLS
+    assert rows["sum", 2, 64, "fp32"]["bytes_per_image"] == 17 * 64 * 4
+    assert rows["sum", 4, 64, "int8"]["bytes_per_image"] == 5 * (64 + 4)
+    assert rows["cls", 1, 64, "fp16"]["bytes_per_image"] == 64 * 2
+    assert report["edge"]["payload_shape"] == [65, 384]  # the first format listed
+    assert main([*argv, "--gathers", "sum", "--dtypes", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "token_pool" in out and "5x64" in out and "340" in out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--token-pools", "1,3"], "token_pool=3 does not divide the 14x14 patch grid; valid: 1, 2"),
+        (["--proj-ranks", "769"], "model.proj_rank=769 is larger than the payload dimension 768"),
+        (["--proj-ranks", "x"], "--proj-ranks takes comma-separated integers"),
         (["--model", "vit_bas_patch16_224"], "unknown timm model 'vit_bas_patch16_224'; did you"),
         (["--k", "99"], "k=99 is out of range for 'vit_base_patch16_224' (depth 12): use 0..12"),
         (["--dtypes", "fp32,fp8"], "unknown feature dtype 'fp8'; valid: fp32, fp16, bf16, int8"),

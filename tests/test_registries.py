@@ -59,6 +59,36 @@ def test_gather_payload_is_what_the_cost_model_prices(name):
     assert cost.feature_bytes_per_image(name, TOKENS, DIM, K, "fp32") == 4 * int(np.prod(shape))
 
 
+#: (model.token_pool, model.proj_rank) on the 2x2 patch grid + CLS of TOKENS = 5, DIM = 16
+FORMATS = [(1, 0), (2, 0), (1, 4), (2, 4)]
+
+
+def _formatted(gather: str, pool: int, rank: int) -> tuple[str, tuple[int, ...], torch.Tensor]:
+    """The gather's payload pooled and projected as the cloud does it (`cloud.payload`)."""
+    from miet_fed.cloud.payload import fit_pca, pool_grid, project
+
+    kind, shape, out = _payload(gather)
+    shape = cost.format_shape(shape, kind, 1, pool, rank)
+    out = pool_grid(out, 1, pool)
+    if rank:
+        out = project(out, fit_pca(lambda: [out]), rank)
+    return kind, shape, out
+
+
+def _formats(kind: str) -> list[tuple[int, int]]:
+    return [(p, r) for p, r in FORMATS if kind != "vector" or p == 1]
+
+
+@pytest.mark.parametrize("name", GATHERS.names())
+def test_pooled_and_projected_payloads_are_priced_exactly(name):
+    for pool, rank in _formats(get_gather(name).kind):
+        kind, shape, out = _formatted(name, pool, rank)
+        assert tuple(out.shape) == (4, *shape)
+        for dtype in cost.DTYPE_BYTES:
+            expected = cost.feature_bytes_per_image(name, TOKENS, DIM, K, dtype, 1, pool, rank)
+            assert codec.nbytes(codec.encode(out, dtype)) == 4 * expected
+
+
 def test_every_gather_is_read_by_some_edge_network():
     readable = {g for n in EDGE_NETWORKS.names() for g in gathers_for(n)}
     assert readable == set(GATHERS.names())
@@ -87,6 +117,21 @@ def test_edge_network_reads_its_payloads_and_counts_itself(name):
         assert param_counts(name, kind, shape, 3, CFG) == real  # what the ledger is held to
         logits.sum().backward()  # trainable end to end
         assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", EDGE_NETWORKS.names())
+def test_edge_network_follows_pooled_and_projected_shapes(name):
+    """Fewer tokens, fewer channels: the network reads them, and the counts the cost model
+    takes from it are those of the network built on that shape."""
+    for gather in gathers_for(name):
+        for pool, rank in _formats(get_gather(gather).kind):
+            kind, shape, x = _formatted(gather, pool, rank)
+            net = build_edge_network(name, kind, shape, 3, CFG)
+            assert net(x).shape == (4, 3)
+            counts = param_counts(name, kind, shape, 3, CFG)
+            assert counts["total"] == net.trainable_parameters()
+            if rank:
+                assert counts != param_counts(name, kind, _payload(gather)[1], 3, CFG)
 
 
 # ---------------------------------------------------------------- strategies
