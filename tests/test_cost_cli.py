@@ -86,7 +86,7 @@ def test_payload_formats_get_a_row_each(capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--token-pools", "1,3"], "token_pool=3 does not divide the 14x14 patch grid; valid: 1, 2"),
+        (["--token-pools", "1,3"], "token_pool=3 does not divide the 14x14 patch grid; valid: 1"),
         (["--proj-ranks", "769"], "model.proj_rank=769 is larger than the payload dimension 768"),
         (["--proj-ranks", "x"], "--proj-ranks takes comma-separated integers"),
         (["--model", "vit_bas_patch16_224"], "unknown timm model 'vit_bas_patch16_224'; did you"),
