@@ -91,14 +91,14 @@ class ModelConfig(Section):
         "payload token pooling: average each p x p block of the patch grid, CLS kept (1 = none; "
         "token-map gathers only)",
         ge=1,
-        allowed=">= 1, a divisor of the patch grid side",
+        allowed=">= 1 (a divisor of the patch grid side: img_size // patch)",
     )
     proj_rank: int = setting(
         0,
         "project the payload's channels to this rank with a fixed PCA basis fitted once in the "
         "cloud (0 = none)",
         ge=0,
-        allowed="0 .. the backbone's dim",
+        allowed=">= 0 (at most the backbone's dim)",
     )
     proj_sample: int = setting(
         256,
