@@ -46,6 +46,8 @@ ID_FIELDS = (
     "gather",
     "k",
     "dtype",
+    "token_pool",
+    "proj_rank",
     "edge",
     "strategy",
     "num_clients",

@@ -106,6 +106,8 @@ class BasisStore:
                 tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
         except SafetensorError:
             tensors, meta = {}, {}
+        except FileNotFoundError:  # removed by a concurrent run since the check
+            return None
         except OSError as exc:
             why = exc.strerror or type(exc).__name__
             raise MietError(f"cannot read the projection basis {self.path} ({why})") from None

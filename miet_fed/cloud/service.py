@@ -7,6 +7,7 @@ served, and knows the payload's shape and bytes without running anything.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,12 @@ class FeatureService:
         """PCA on the pooled payloads of the fixed image sample (see `miet_fed.cloud.payload`)."""
         ids = sample_ids(len(self.images), self.cfg.proj_sample)
         step = self.cfg.batch_size
+        if self.progress:
+            print(
+                f"projection basis: fitting PCA on {len(ids)} images (once; cached in "
+                f"{self.basis.path.parent})",
+                file=sys.stderr,
+            )
 
         def rows() -> list[torch.Tensor]:
             return [self._pooled(self.images[ids[b : b + step]]) for b in range(0, len(ids), step)]
