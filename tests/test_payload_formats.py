@@ -72,6 +72,7 @@ def test_projection_basis_is_orthonormal_deterministic_cached_and_checked(tmp_pa
     a = _service(tmp_path / "a", token_pool=2, proj_rank=8)
     payload = codec.decode(a.features(np.arange(4)))
     assert a.basis.fits == 1 and a.basis.path.is_file() and a.stats()["basis_fits"] == 1
+    assert a.stats()["basis_forwards"] == 12 and a.stats()["backbone_forwards"] == 4
     basis = a.basis.get(lambda: pytest.fail("refit"))
     v = basis["components"]
     torch.testing.assert_close(v.T @ v, torch.eye(192), rtol=0, atol=1e-4)
@@ -85,6 +86,7 @@ def test_projection_basis_is_orthonormal_deterministic_cached_and_checked(tmp_pa
     again = _service(tmp_path / "a", token_pool=2, proj_rank=8)  # same cache: read, not refit
     again.features(np.arange(4, 8))  # new images: the basis is needed
     assert again.basis.fits == 0 and again.backbone.forwards == 4  # no sample forwards
+    assert again.stats()["basis_forwards"] == 0
     other = _service(tmp_path / "b", token_pool=2, proj_rank=8)  # fresh cache: same basis
     other.features(np.arange(2))
     b = other.basis.get(lambda: pytest.fail("refit"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +53,9 @@ def sample_ids(n_images: int, sample: int, seed: int = PROJ_SEED) -> np.ndarray:
     return np.sort(rng.choice(n_images, size=min(sample, n_images), replace=False))
 
 
-def fit_pca(rows: Callable[[], list[torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """PCA of feature rows (each tensor [..., D], flattened to rows of D): the mean, every
+def fit_pca(rows: Callable[[], Iterable[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """PCA of feature rows (each tensor [..., D], flattened to rows of D; streamed, only the
+    D x D sums are kept): the mean, every
     component as a column of an orthonormal [D, D] matrix sorted by variance, and the
     variances. Signs are fixed (each column's largest entry positive) so a refit is equal."""
     total, outer, count = None, None, 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,7 @@ class FeatureService:
         self.forwards = 0
         self.builds = 0  # times the backbone was built by this service (at most once)
         self.cache_hits = 0
+        self.basis_forwards = 0  # images run to fit the projection basis (not payloads served)
         self.bytes_served = 0
         self.extract_seconds = 0.0
         #: called as on_progress(done, total) after each backbone batch of an extraction
@@ -100,8 +101,10 @@ class FeatureService:
                 file=sys.stderr,
             )
 
-        def rows() -> list[torch.Tensor]:
-            return [self._pooled(self.images[ids[b : b + step]]) for b in range(0, len(ids), step)]
+        def rows() -> Iterator[torch.Tensor]:  # one batch at a time: memory stays bounded
+            for b in range(0, len(ids), step):
+                self.basis_forwards += len(ids[b : b + step])
+                yield self._pooled(self.images[ids[b : b + step]])
 
         return {**fit_pca(rows), "sample_ids": torch.from_numpy(ids.astype(np.int64))}
 
@@ -148,6 +151,7 @@ class FeatureService:
             "bytes_served": self.bytes_served,
             "extract_seconds": round(self.extract_seconds, 3),
             "basis_fits": self.basis.fits,
+            "basis_forwards": self.basis_forwards,
         }
 
 
