@@ -183,7 +183,7 @@ FORMAT = ["model.token_pool=2", "model.proj_rank=16", "model.proj_sample=40", "m
 
 
 def test_tune_with_a_pooled_projected_int8_payload(tiny_npz, capsys):
-    base = ["data.n_train=60", "data.n_test=60", "train.epochs=15", "model.k=3"]
+    base = ["data.n_train=60", "data.n_val=12", "data.n_test=60", "train.epochs=15", "model.k=3"]
     s = _run(capsys, "tune", tiny_npz, "results/t", *base, *FORMAT)
     assert s["payload_shape"] == [2, 16]  # 2x2 grid pooled to 1 token, plus CLS
     assert s["bytes_per_image"] == cost.feature_bytes_per_image("sum", 5, 192, 3, "int8", 1, 2, 16)
@@ -202,3 +202,23 @@ def test_simulate_with_a_pooled_projected_int8_payload(tiny_npz, capsys):
     assert s["ledger_equals_model"], (s["bytes_by_kind"], s["model_bytes_by_kind"])
     assert s["feature_bytes_per_image"] == 40 and s["failures"] == 0
     assert s["basis_fits"] == 1
+
+
+def test_payload_keys_at_their_default_leave_run_identities_alone():
+    """Keys added for payload formats are left out of a run's identity (and a checkpoint's
+    signature) at their default, so folders and checkpoints saved before them stay theirs;
+    set, they count like any other setting."""
+    from dataclasses import replace
+
+    from miet_fed.config import SimulateConfig, TuneConfig, strip_runtime, to_dict
+    from miet_fed.results import run_identity
+
+    for cls, command in ((SimulateConfig, "simulate"), (TuneConfig, "tune")):
+        base = cls()
+        kept = strip_runtime(cls, to_dict(base))["model"]
+        assert not {"token_pool", "proj_rank", "proj_sample"} & set(kept)
+        assert {"gather", "k", "dtype"} <= set(kept)  # the others stay
+        for key, value in (("token_pool", 2), ("proj_rank", 8), ("proj_sample", 100)):
+            other = replace(base, model=replace(base.model, **{key: value}))
+            assert strip_runtime(cls, to_dict(other))["model"][key] == value
+            assert run_identity(command, other) != run_identity(command, base)

@@ -34,17 +34,22 @@ def setting(
     also: tuple[str, ...] = (),
     runtime: bool = False,
     legacy: Any = MISSING,
+    added: bool = False,
 ) -> Any:
     """A config field. `names`/`check` are "module:attr" (a Registry or collection of valid
     names; a function raising a MietError), looked up only when a non-default value needs it.
     `allowed` overrides the rule's text, `also` adds forms to the names (npz:PATH); `runtime`
     marks a setting that does not change what a run computes (left out of its identity and of
     a checkpoint's signature). `legacy` is the value a run folder saved before the key existed
-    ran with, when that is not the default (`with_legacy`)."""
+    ran with, when that is not the default (`with_legacy`). `added` marks a key added after runs
+    were saved whose default computes what those runs computed: at its default it is left out of
+    the identity, so their folders and checkpoints stay theirs (`strip_runtime`)."""
     meta = {"help": help, "ge": ge, "gt": gt, "lt": lt, "choices": choices, "names": names}
     meta |= {"check": check, "allowed": allowed, "also": also, "runtime": runtime}
     if legacy is not MISSING:
         meta["legacy"] = legacy
+    if added:
+        meta["added"] = True
     return field(default=default, metadata=meta)
 
 

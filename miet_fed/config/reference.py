@@ -95,8 +95,15 @@ def with_legacy(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def strip_runtime(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """`to_dict(cfg)` without its runtime settings: what a run's identity is made of."""
+    """`to_dict(cfg)` without its runtime settings, nor the keys marked `added` while at their
+    default: what a run's identity is made of."""
     drop = runtime_keys(cls)
+    for name, sec_cls in sections_of(cls).items():
+        table = data.get(name)
+        for f in fields(sec_cls):
+            added = f.metadata.get("added") and isinstance(table, dict) and f.name in table
+            if added and table[f.name] == f.default:
+                drop.setdefault(name, set()).add(f.name)
     return {
         s: {k: v for k, v in t.items() if k not in drop.get(s, ())} if isinstance(t, dict) else t
         for s, t in data.items()

@@ -92,6 +92,7 @@ class ModelConfig(Section):
         "token-map gathers only)",
         ge=1,
         allowed=">= 1 (a divisor of the patch grid side: img_size // patch)",
+        added=True,  # at its default, runs from before it keep their identity
     )
     proj_rank: int = setting(
         0,
@@ -99,11 +100,13 @@ class ModelConfig(Section):
         "cloud (0 = none)",
         ge=0,
         allowed=">= 0 (at most the backbone's dim)",
+        added=True,  # at its default, runs from before it keep their identity
     )
     proj_sample: int = setting(
         256,
         "images (drawn with a fixed seed from the whole dataset) the projection basis is fitted on",
         ge=1,
+        added=True,  # at its default, runs from before it keep their identity
     )
     batch_size: int = setting(64, "images per backbone forward", ge=1, runtime=True)
     device: str = setting(
