@@ -159,9 +159,10 @@ class SimRun:
         return self.wall - (self.engine_start + sim)
 
 
-def simulate_cli(pairs: list[str], out: Path, timeout: float = 1800.0) -> SimRun:
+def simulate_cli(pairs: list[str], out: Path, timeout: float = 1800.0, pss: bool = True) -> SimRun:
     """Run `miet-fed simulate --set ... --json` as a subprocess, watching its memory and its
-    stdout (the JSON summary, timestamped on arrival); timings come from its run folder."""
+    stdout (the JSON summary, timestamped on arrival); timings come from its run folder.
+    pss=False samples RSS only (see `MemorySampler`: reading PSS slows the run it watches)."""
     exe = Path(sys.executable).with_name("miet-fed")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "miet_fed.cli"]
     cmd += ["simulate", "--out", str(out), "--json"]
@@ -189,7 +190,7 @@ def simulate_cli(pairs: list[str], out: Path, timeout: float = 1800.0) -> SimRun
     readers = [threading.Thread(target=f, daemon=True) for f in (read_stderr, read_stdout)]
     for r in readers:
         r.start()
-    with MemorySampler(proc.pid) as mem:
+    with MemorySampler(proc.pid, pss=pss) as mem:
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -47,3 +47,13 @@ def test_quick_benchmarks_write_json_and_md(tmp_path):
 
     md = (out / "benchmarks.md").read_text()
     assert "## Summary" in md and "`cache`" in md and "`edge_resources`" in md
+
+
+def test_tree_memory_reads_pss_only_when_asked():
+    """Timed jobs sample RSS alone (reading PSS slows the process it watches)."""
+    from benchmarks.machine import tree_memory
+
+    rss, pss, n = tree_memory(os.getpid(), with_pss=False)
+    assert rss > 0 and pss == 0 and n >= 1
+    rss, pss, n = tree_memory(os.getpid())
+    assert 0 < pss <= rss * 2 and n >= 1
