@@ -141,6 +141,38 @@ def test_a_device_without_batches_in_a_step_does_not_move():
         torch.testing.assert_close(c.slots["net"][3][k], v, atol=1e-6, rtol=0)
 
 
+def test_stacked_adamw_equals_torch_adamw_per_device_on_both_paths(monkeypatch):
+    """Uniform steps take torch's fused AdamW, masked ones the hand-written form; any sequence
+    of the two equals torch.optim.AdamW run on each device alone, stepping when active."""
+    uniform = []
+    real = stacked.StackedAdamW._step_uniform
+    monkeypatch.setattr(
+        stacked.StackedAdamW, "_step_uniform", lambda self: (uniform.append(1), real(self))
+    )
+    g = torch.Generator().manual_seed(0)
+    c, shapes = 3, {"w": (4, 5), "b": (5,)}
+    start = {k: torch.randn(c, *s, generator=g) for k, s in shapes.items()}
+    params = {k: v.clone() for k, v in start.items()}
+    opt = stacked.StackedAdamW(params, torch.full((c,), 0.05), 0.1)
+    alone = [{k: v[i].clone().requires_grad_(True) for k, v in start.items()} for i in range(c)]
+    refs = [torch.optim.AdamW(list(a.values()), lr=0.05, weight_decay=0.1) for a in alone]
+    masks = [[1, 1, 1], [1, 1, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]]
+    for mask in masks:
+        grads = {k: torch.randn(c, *s, generator=g) for k, s in shapes.items()}
+        for k in params:
+            params[k].grad = grads[k].clone()
+        opt.step(torch.tensor(mask, dtype=torch.bool))
+        for i, on in enumerate(mask):
+            if on:
+                for k, p in alone[i].items():
+                    p.grad = grads[k][i].clone()
+                refs[i].step()
+    assert len(uniform) == 2  # the first two steps; after a masked one, step counts differ
+    for i in range(c):
+        for k, p in alone[i].items():
+            torch.testing.assert_close(params[k][i], p.detach(), atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES.names())
 def test_every_strategy_means_the_same_on_a_cohort(strategy):
     s = get_strategy(strategy)
