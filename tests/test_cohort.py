@@ -18,7 +18,7 @@ import torch
 
 from miet_fed.comm import codec
 from miet_fed.config import EdgeConfig, FedConfig
-from miet_fed.edge import stacked
+from miet_fed.edge import stacked, train
 from miet_fed.edge.cohort import Cohort, DeviceData
 from miet_fed.edge.networks import EDGE_NETWORKS, build_edge_network
 from miet_fed.edge.train import Optim
@@ -171,6 +171,31 @@ def test_stacked_adamw_equals_torch_adamw_per_device_on_both_paths(monkeypatch):
     for i in range(c):
         for k, p in alone[i].items():
             torch.testing.assert_close(params[k][i], p.detach(), atol=1e-6, rtol=1e-6)
+
+
+def test_devices_holding_one_model_are_evaluated_in_shared_batches(monkeypatch):
+    """Devices whose states are the same tensors (FedAvg's received model) run as one batched
+    forward, with each device's own loss and accuracy equal to evaluating it alone; devices
+    with a model of their own still take the stacked path."""
+    c = _cohort("lae", "tokens", "stacked")
+    shared = c.slots["net"][0]
+    c.slots["net"] = [shared, dict(shared), dict(shared), c.slots["net"][3], dict(shared)]
+    with torch.no_grad():
+        for v in c.slots["net"][3].values():
+            v.add_(0.1)
+    alone = []
+    for state, d in zip(c.slots["net"], c.data, strict=True):
+        c.net.load_state_dict(state)
+        alone.append(train.evaluate(c.net, d.x_test, d.y_test))
+    stacked_calls = []
+    real = stacked.evaluate_stacked
+    monkeypatch.setattr(
+        stacked,
+        "evaluate_stacked",
+        lambda net, st, *a: (stacked_calls.append(a), real(net, st, *a))[1],
+    )
+    np.testing.assert_allclose(c.evaluate(), alone, atol=1e-5)
+    assert stacked_calls == []  # four devices in one group, the fifth alone (a chunk of one)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES.names())

@@ -18,7 +18,7 @@ import torch
 
 from miet_fed.edge import stacked
 from miet_fed.edge.networks import EdgeNetwork
-from miet_fed.edge.train import Optim, evaluate, fit
+from miet_fed.edge.train import Optim, evaluate, evaluate_many, fit
 
 State = dict[str, torch.Tensor]
 NET = "net"
@@ -129,7 +129,15 @@ class Cohort:
                 self._evaluate_one(state, d) for state, d in zip(states, self.data, strict=True)
             ]
         out = [(float("nan"), float("nan"))] * len(self)
-        for chunk in self._chunks([len(d.y_test) for d in self.data], 256):
+        sizes = [len(d.y_test) for d in self.data]
+        if self.device == "cpu":  # devices holding the very same model: one batched forward
+            for group in _same_model(states):
+                self.net.load_state_dict(states[group[0]])
+                d = [self.data[i] for i in group]
+                res = evaluate_many(self.net, [x.x_test for x in d], [x.y_test for x in d])
+                for i, r in zip(group, res, strict=True):
+                    out[i], sizes[i] = r, 0
+        for chunk in self._chunks(sizes, 256):
             if len(chunk) == 1 and self.device == "cpu":
                 out[chunk[0]] = self._evaluate_one(states[chunk[0]], self.data[chunk[0]])
                 continue
@@ -189,6 +197,15 @@ class Cohort:
             n = 1 if width >= CPU_FULL_BATCH else max(1, CPU_STACK_SAMPLES // width)
         n = min(n, by_bytes)
         return [order[i : i + n] for i in range(0, len(order), n)]
+
+
+def _same_model(states: Sequence[State]) -> list[list[int]]:
+    """Groups of 2+ devices whose states are the same tensors (not equal values: the same
+    objects, as when every device evaluates the model it received), in device order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(states):
+        groups.setdefault(tuple((k, id(v)) for k, v in s.items()), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def _copy(state: State) -> State:

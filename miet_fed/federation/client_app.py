@@ -249,11 +249,11 @@ def shared_mean(
     keys = shared_keys(net, part)
     w = torch.tensor(weights, dtype=torch.float64) / float(sum(weights))
     mean = {}
-    for k in keys:  # float64, 64 devices per stacked product (bounded memory)
+    for k in keys:  # 64 devices per product (bounded memory), blocks summed in float64
         acc = torch.zeros(states[0][k].shape, dtype=torch.float64)
         for i in range(0, len(states), 64):
-            block = torch.stack([s[k] for s in states[i : i + 64]]).double()
-            acc += torch.tensordot(w[i : i + 64], block, 1)
+            block = torch.stack([s[k] for s in states[i : i + 64]])
+            acc += torch.tensordot(w[i : i + 64].to(block.dtype), block, 1)
         mean[k] = acc.float()
     return state_to_record(mean, keys)
 
