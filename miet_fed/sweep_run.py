@@ -18,6 +18,7 @@ import pandas as pd
 
 from miet_fed.config import _CliValue, read_toml
 from miet_fed.errors import MietError
+from miet_fed.federation.ray_setup import ray_session
 from miet_fed.files import atomic_write
 from miet_fed.jobs import job
 from miet_fed.results import RESULTS_ROOT, own_folder, slug, write_json
@@ -225,38 +226,41 @@ def run_sweep(
     outcomes: dict[int, Outcome] = {}
     errors: dict[int, str] = {}
     n = len(points)
-    for p in points:
-        head = f"[{p.index}/{n}] {p.label} ..."
-        if p.done:
-            outcomes[p.index] = Outcome("skipped")
-            print(f"{head} skipped (done)", file=log, flush=True)
-            continue
-        if not quiet:
-            print(f"{head} running", file=log, flush=True)
-        t0 = time.perf_counter()
-        try:
-            run_one(p.cfg)
-        except KeyboardInterrupt:
+    # One Ray instance and backbone actor for all the points (each skips their start-up).
+    with ray_session():
+        for p in points:
+            head = f"[{p.index}/{n}] {p.label} ..."
+            if p.done:
+                outcomes[p.index] = Outcome("skipped")
+                print(f"{head} skipped (done)", file=log, flush=True)
+                continue
+            if not quiet:
+                print(f"{head} running", file=log, flush=True)
+            t0 = time.perf_counter()
+            try:
+                run_one(p.cfg)
+            except KeyboardInterrupt:
+                write_tables(out, points, errors)
+                print(
+                    f"{head} interrupted; finished runs are kept in {out}/runs: start the sweep "
+                    "again to run the rest",
+                    file=log,
+                    flush=True,
+                )
+                raise
+            except Exception as exc:  # noqa: BLE001 - one failed point must not stop the sweep
+                if not isinstance(exc, MietError):
+                    traceback.print_exc(file=log)
+                msg = " ".join(str(exc).split()) or type(exc).__name__
+                kind = "" if isinstance(exc, MietError) else f"{type(exc).__name__}: "
+                errors[p.index] = kind + msg
+                outcomes[p.index] = Outcome("failed", time.perf_counter() - t0, errors[p.index])
+                print(f"{head} FAILED: {errors[p.index]}", file=log, flush=True)
+            else:
+                seconds = time.perf_counter() - t0
+                outcomes[p.index] = Outcome("ran", seconds)
+                print(f"{head} done in {seconds:.0f} s", file=log, flush=True)
             write_tables(out, points, errors)
-            print(
-                f"{head} interrupted; finished runs are kept in {out}/runs: start the sweep "
-                "again to run the rest",
-                file=log,
-                flush=True,
-            )
-            raise
-        except Exception as exc:  # noqa: BLE001 - one failed point must not stop the sweep
-            if not isinstance(exc, MietError):
-                traceback.print_exc(file=log)
-            msg = " ".join(str(exc).split()) or type(exc).__name__
-            errors[p.index] = msg if isinstance(exc, MietError) else f"{type(exc).__name__}: {msg}"
-            outcomes[p.index] = Outcome("failed", time.perf_counter() - t0, errors[p.index])
-            print(f"{head} FAILED: {errors[p.index]}", file=log, flush=True)
-        else:
-            seconds = time.perf_counter() - t0
-            outcomes[p.index] = Outcome("ran", seconds)
-            print(f"{head} done in {seconds:.0f} s", file=log, flush=True)
-        write_tables(out, points, errors)
     write_tables(out, points, errors)
     for p in points:  # a finished run whose clients failed counts as failed
         o = outcomes[p.index]

@@ -108,3 +108,20 @@ def test_declared_server_state_exists_and_round_trips(name):
 def test_a_renamed_attribute_is_an_error():
     with pytest.raises(RuntimeError, match="no attribute 'm_t_renamed'"):
         strategy_state(_flower("fedadam"), ["m_t_renamed"])
+
+
+def test_ray_left_running_hides_only_the_shutdown_of_flowers_ray_backend():
+    """Flower's RayBackend.terminate still calls ray.shutdown() through its module's `ray`;
+    inside the block that call does nothing and everything else is the real module."""
+    import ray
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    from miet_fed.federation.flower_compat import ray_left_running
+
+    assert raybackend.ray is ray
+    with ray_left_running():
+        assert raybackend.ray is not ray
+        assert raybackend.ray.shutdown() is None
+        assert raybackend.ray.is_initialized is ray.is_initialized
+        assert raybackend.ray.init is ray.init
+    assert raybackend.ray is ray

@@ -143,6 +143,13 @@ class FeatureService:
         self.bytes_served += codec.nbytes(parts)
         return parts
 
+    def reset_stats(self) -> None:
+        """Counts start again at zero: a run that reuses this service (a sweep's backbone actor)
+        reports only its own forwards, hits and bytes."""
+        self.forwards = self.builds = self.cache_hits = self.basis_forwards = 0
+        self.bytes_served, self.extract_seconds = 0, 0.0
+        self.basis.fits = 0
+
     def stats(self) -> dict[str, float]:
         return {
             "backbone_forwards": self.forwards,

@@ -72,6 +72,9 @@ class BackboneServer:
     def stats(self) -> dict[str, Any]:
         return self.service.stats()
 
+    def reset_stats(self) -> None:
+        self.service.reset_stats()
+
 
 def actor_name(model: ModelConfig, dataset: str, cache_root: str) -> str:
     """One backbone actor per (model settings, dataset, cache): reusable across runs."""

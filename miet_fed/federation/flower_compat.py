@@ -8,12 +8,17 @@
 - Server-side optimiser state lives in strategy attributes (`m_t`, `v_t`, `momentum_vector`,
   `current_arrays`); each strategy file declares the names it needs, and reading one that Flower
   no longer has is an error here, not a silently incomplete checkpoint.
-`tests/test_flower_compat.py` drives Flower's real strategy objects through both.
+- Flower's Ray backend shuts Ray down after every simulation; `ray_left_running` hides that
+  call from it while a `ray_session` keeps one Ray instance for many runs.
+`tests/test_flower_compat.py` drives Flower's real strategy objects through both and checks
+the backend still makes the call it hides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -80,3 +85,36 @@ def restore_state(strategy: Any, state: dict[str, Any]) -> None:
         if not hasattr(strategy, name):
             raise RuntimeError(f"Flower's {type(strategy).__name__} has no attribute '{name}'")
         setattr(strategy, name, value)
+
+
+class _RayWithoutShutdown:
+    """The `ray` module as Flower's Ray backend sees it inside `ray_left_running`."""
+
+    def __init__(self, ray: Any) -> None:
+        self._ray = ray
+
+    def shutdown(self, *args: Any, **kwargs: Any) -> None:
+        """Left to the session (`miet_fed.federation.ray_setup.ray_session`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ray, name)
+
+
+@contextmanager
+def ray_left_running() -> Iterator[None]:
+    """Flower's `RayBackend.terminate` ends every simulation with `ray.shutdown()`; within this
+    block that call does nothing, so the next run of a session reuses the instance. Fails
+    loudly if the backend no longer makes that call through its module's `ray`."""
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    if "ray.shutdown()" not in inspect.getsource(raybackend.RayBackend.terminate):
+        raise RuntimeError(
+            "Flower's RayBackend.terminate no longer calls ray.shutdown(): update "
+            "miet_fed/federation/flower_compat.py (ray_left_running)"
+        )
+    real = raybackend.ray
+    raybackend.ray = _RayWithoutShutdown(real)
+    try:
+        yield
+    finally:
+        raybackend.ray = real

@@ -12,6 +12,11 @@ and its gRPC servers then listen on every interface, unauthenticated. So a local
 
 A cluster given with `--ray-address` is the user's own: it is joined as it is (its security is
 theirs to set up; see the README), with only a fast reachability check first.
+
+`ray_session()` keeps one Ray instance, and the backbone actor, for every simulation run inside
+it (a sweep's points): each run then skips `ray.init` and the actor's start-up, a few seconds
+that dominate short runs. A run whose Ray settings differ from the session's (CPUs, plugins,
+the environment and working directory the workers inherit) starts a fresh instance.
 """
 
 from __future__ import annotations
@@ -104,6 +109,78 @@ def _reload_auth_settings() -> bool:
 
 _SET_HERE: dict[str, str | None] = {}  # variables a local run set, with their earlier values
 
+#: While a `ray_session()` is open: {"key": the Ray instance's settings, "actors": name -> handle}.
+_SESSION: dict[str, Any] | None = None
+#: Environment variables Ray's processes inherit at start that change what runs in them (fault
+#: injection, threads, profiling): a session restarts Ray when one changes. MIET_FED_CACHE is
+#: not among them (the cache root reaches the actor and the nodes through the run's spec).
+_INHERITED = ("MIET_FED_", "OMP_", "MKL_", "CUDA_", "PYTHONPATH")
+_NOT_INHERITED = ("MIET_FED_CACHE",)
+
+
+@contextmanager
+def ray_session() -> Iterator[None]:
+    """Simulations inside share one Ray instance and their backbone actors (see the module
+    docstring); Ray is shut down when the block ends. Nested sessions are one session."""
+    global _SESSION
+    if _SESSION is not None:
+        yield
+        return
+    _SESSION = {"key": None, "actors": {}}
+    try:
+        yield
+    finally:
+        _SESSION = None
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def in_session() -> bool:
+    return _SESSION is not None
+
+
+def session_actor(name: str, start: Any) -> tuple[Any, bool]:
+    """(the backbone actor called `name`, whether it was reused). In a session an actor of this
+    run's settings is kept for the next run; actors of other settings are killed first (they
+    hold a model and features in memory). Outside a session: `start()`."""
+    if _SESSION is None:
+        return start(), False
+    import ray
+
+    actors = _SESSION["actors"]
+    for other in [n for n in actors if n != name]:
+        ray.kill(actors.pop(other))
+    if name in actors:
+        return actors[name], True
+    actors[name] = start()
+    return actors[name], False
+
+
+def end_of_run(ok: bool) -> None:
+    """After a run: shut Ray down, unless a session keeps it (a failed run shuts it down even
+    then: its actors may be dead or half-way through a call)."""
+    import ray
+
+    if _SESSION is not None and ok:
+        return
+    if _SESSION is not None:
+        _SESSION.update(key=None, actors={})
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _session_key(cfg: Any, cpus: int) -> tuple:
+    env = sorted(
+        (k, v)
+        for k, v in os.environ.items()
+        if k.startswith(_INHERITED) and k not in _NOT_INHERITED
+    )
+    # The working directory too: Ray's processes keep the one they started in, and a run's
+    # relative paths (its staging folder, an npz dataset) are resolved there.
+    return (cfg.run.ray_address, cpus, tuple(cfg.run.plugins), tuple(env), os.getcwd())
+
 
 def local_cpus(nodes: int | None, cpus_per_client: float, have: int) -> int:
     """CPUs a local Ray instance offers: enough for one worker per cohort node and no more
@@ -122,8 +199,15 @@ def _init_ray(cfg: Any, nodes: int | None = None) -> None:
     from miet_fed.federation.spec import NAMESPACE
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a FutureWarning
+    have = os.cpu_count() or 1
+    key = _session_key(cfg, local_cpus(nodes, cfg.fed.cpus_per_client, have))
     if ray.is_initialized():
-        return
+        if _SESSION is None or _SESSION["key"] == key:
+            return  # the session's instance (or one the caller started: theirs to manage)
+        ray.shutdown()  # the session's instance has other settings
+        _SESSION.update(key=None, actors={})
+    if _SESSION is not None:
+        _SESSION["key"] = key
     common = {
         "namespace": NAMESPACE,
         "configure_logging": True,
@@ -150,7 +234,7 @@ def _init_ray(cfg: Any, nodes: int | None = None) -> None:
                 "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN)"
             ) from None
         return
-    need, have = cfg.fed.cpus_per_client, os.cpu_count() or 1
+    need = cfg.fed.cpus_per_client
     if need > have:  # Flower would stop with "ActorPool is empty" and a traceback
         raise MietError(
             f"fed.cpus_per_client={need:g} but this machine has {have} CPU(s); use "

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from miet_fed.federation.collect import collect
 from miet_fed.federation.logs import quiet_flower
 from miet_fed.federation.partition import make_clients, partition_table
 from miet_fed.federation.population import sample_population
-from miet_fed.federation.ray_setup import _init_ray
+from miet_fed.federation.ray_setup import _init_ray, end_of_run, in_session, session_actor
 from miet_fed.federation.spec import RunSpec
 from miet_fed.logging_hooks import check_tensorboard
 from miet_fed.paths import cache_dir
@@ -245,6 +246,7 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
 
     from miet_fed.federation.actor import ensure_with_bar, start_actor
     from miet_fed.federation.client_app import app as client_app
+    from miet_fed.federation.flower_compat import ray_left_running
     from miet_fed.federation.server_app import make_server_app
 
     cfg = prep.spec.config
@@ -253,40 +255,47 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
     logging.getLogger("flwr").setLevel(logging.WARNING)
     quiet_flower()
     _init_ray(cfg, prep.spec.num_nodes)
+    ok = False
     try:
         _check_gpus(cfg)
-        actor = start_actor(
-            cfg.model,
-            cfg.data.dataset,
-            prep.spec.cache_root,
-            cfg.run,
+        actor, reused = session_actor(
             prep.spec.actor,
-            prep.spec.namespace,
+            lambda: start_actor(
+                cfg.model,
+                cfg.data.dataset,
+                prep.spec.cache_root,
+                cfg.run,
+                prep.spec.actor,
+                prep.spec.namespace,
+            ),
         )
+        if reused:  # this run's counts start at zero (backbone_stats.json)
+            ray.get(actor.reset_stats.remote())
         t1 = time.perf_counter()
         timings["features_computed"] = ensure_with_bar(actor, prep.used_ids, cfg.run.progress)
         timings["extract_seconds"] = time.perf_counter() - t1
         timings["startup_seconds"] = time.perf_counter() - t0
         t2 = time.perf_counter()
-        run_simulation(
-            server_app=make_server_app(spec_path),
-            client_app=client_app,
-            num_supernodes=prep.spec.num_nodes,
-            backend_config={
-                "client_resources": {
-                    "num_cpus": cfg.fed.cpus_per_client,
-                    "num_gpus": cfg.fed.gpus_per_client,
-                    # Flower hands a dead ClientApp actor back to its pool, so without a
-                    # restart every later message to it fails too; Ray restarts the process
-                    # (the message it was running is still recorded as one failure).
-                    "max_restarts": WORKER_RESTARTS,
+        with ray_left_running() if in_session() else nullcontext():
+            run_simulation(
+                server_app=make_server_app(spec_path),
+                client_app=client_app,
+                num_supernodes=prep.spec.num_nodes,
+                backend_config={
+                    "client_resources": {
+                        "num_cpus": cfg.fed.cpus_per_client,
+                        "num_gpus": cfg.fed.gpus_per_client,
+                        # Flower hands a dead ClientApp actor back to its pool, so without a
+                        # restart every later message to it fails too; Ray restarts the process
+                        # (the message it was running is still recorded as one failure).
+                        "max_restarts": WORKER_RESTARTS,
+                    },
                 },
-            },
-        )
+            )
         timings["simulation_seconds"] = time.perf_counter() - t2
+        ok = True
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
+        end_of_run(ok)
     return timings
 
 
