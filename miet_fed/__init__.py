@@ -1,6 +1,7 @@
 """miet_fed: federated simulation of MIET edge tuning.
 
-The Python API (`simulate`, `tune`, `load_run`, `load_runs`) loads on first use, so
+The Python API (`simulate`, `tune`, `load_run`, `load_runs`; `with ray_session():` around
+several `simulate` calls to share one Ray instance) loads on first use, so
 `import miet_fed` stays cheap: torch, Ray, Flower and pandas load only when a function needs them.
 """
 
@@ -27,6 +28,7 @@ _LAZY = {
     "Runs": "miet_fed.runs",
     "SimulateConfig": "miet_fed.config",
     "TuneConfig": "miet_fed.config",
+    "ray_session": "miet_fed.federation.ray_setup",
 }
 
 __all__ = ["MietError", "__version__", *_LAZY]
