@@ -58,15 +58,19 @@ def run_path(out: str, default_name: str) -> Path:
     return path
 
 
+def digest(data: Any) -> str:
+    """16 hex digits of the SHA-256 of `data` as sorted JSON: the identity of a run's settings."""
+    blob = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def run_identity(command: str, cfg: Any) -> str:
     """Digest of the command and every setting that changes its results: two runs with the
     same identity compute the same thing, so one may replace (or resume) the other."""
     from miet_fed.config import strip_runtime, to_dict
 
     # settings marked `runtime` (where a run is written, progress bars, devices...) do not count
-    data = strip_runtime(type(cfg), to_dict(cfg))
-    blob = json.dumps({"command": command, "config": data}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest({"command": command, "config": strip_runtime(type(cfg), to_dict(cfg))})
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:

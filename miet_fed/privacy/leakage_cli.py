@@ -8,7 +8,6 @@ each baseline and payload; columns: a few device images) and summary.json.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from miet_fed.privacy.leakage import LeakageResult, LeakageSetup, parse_payloads
+from miet_fed.results import digest
 
 HELP = "privacy leakage: train an inversion decoder per payload, score PSNR/SSIM/re-identification"
 
@@ -66,8 +66,7 @@ def setup_of(args: argparse.Namespace) -> LeakageSetup:
 
 
 def identity(setup: LeakageSetup) -> str:
-    blob = json.dumps({"command": "leakage", **setup.settings()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest({"command": "leakage", **setup.settings()})
 
 
 def frame(result: LeakageResult) -> pd.DataFrame:
