@@ -44,6 +44,31 @@ REAL_SMALL = [
 
 
 @pytest.fixture(scope="module")
+def module_cwd(tmp_path_factory):
+    return tmp_path_factory.mktemp("fed-cwd")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_ray_for_the_module():
+    """The module's simulations share one Ray instance, and the backbone actor where their
+    settings match, as a sweep's points do (`ray_session`): each skips their start-up."""
+    from miet_fed.federation.ray_setup import ray_session
+
+    with ray_session():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, module_cwd, monkeypatch):
+    """conftest's `isolated` (a cache per test), but one working directory for the module:
+    Ray's processes keep the directory they started in (a session restarts Ray when it
+    changes), so every test here writes its own `results/<name>`."""
+    monkeypatch.setenv("MIET_FED_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(module_cwd)
+    yield
+
+
+@pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("fed-cache")
 
@@ -64,9 +89,10 @@ def _all_bytes(strategy_run: pd.DataFrame) -> int:
 @pytest.mark.parametrize("strategy", STRATEGIES.names())
 def test_strategy_shares_what_it_claims(strategy, shared_cache, monkeypatch, capsys):
     monkeypatch.setenv("MIET_FED_CACHE", str(shared_cache))
-    s = _simulate(capsys, *REAL_SMALL, "--set", f"fed.strategy={strategy}", "--out", "results/r")
+    out = Path("results") / strategy
+    s = _simulate(capsys, *REAL_SMALL, "--set", f"fed.strategy={strategy}", "--out", str(out))
     assert s["failures"] == 0 and s["num_clients"] == 20
-    clients = pd.read_csv(Path("results/r/clients.csv"))
+    clients = pd.read_csv(out / "clients.csv")
     assert sorted(clients["round"].unique()) == [1, 2]
     assert len(clients[clients["round"] == 1]) == 20  # every sampled client trained in round 1
     assert 0.0 <= s["personal_acc"] <= 1.0
@@ -91,11 +117,11 @@ def test_strategy_shares_what_it_claims(strategy, shared_cache, monkeypatch, cap
     assert s["ledger_equals_model"], (s["bytes_by_kind"], s["model_bytes_by_kind"])
     assert s["bytes_by_kind"]["feature"] == s["pool_images"] * 17 * DIM * 4  # once per image
     assert s["bytes_by_kind"]["image"] == s["pool_images"] * 28 * 28  # uint8 grey, once
-    ledger = pd.read_csv(Path("results/r/ledger.csv"))
+    ledger = pd.read_csv(out / "ledger.csv")
     assert set(ledger.kind) <= {"image", "feature", "params", "metrics"}
     assert not ledger[ledger.kind.isin(["image", "feature"])].duplicated(["client", "kind"]).any()
     assert ledger[ledger.kind == "params"].empty == (strategy == "local")
-    parts = pd.read_csv(Path("results/r/partitions.csv"))
+    parts = pd.read_csv(out / "partitions.csv")
     assert len(parts) == 20 and parts.n_train.min() >= 2 and parts.n_test.min() >= 1
 
 
