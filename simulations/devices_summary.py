@@ -30,12 +30,12 @@ LAST = 10
 
 def per_run(summary: pd.DataFrame, rounds: pd.DataFrame) -> pd.DataFrame:
     """One row per run: its end accuracy (mean of the last LAST rounds), its late gain (that
-    mean minus the mean of the LAST rounds ending 2*LAST rounds earlier: still rising if
-    clearly positive), and its median seconds per round (rounds 3..R)."""
+    mean minus the mean of the LAST rounds before them: still rising if clearly positive), and
+    its median seconds per round (rounds 3..R)."""
     r = rounds.dropna(subset=["elapsed_seconds"]).sort_values(["run", "round"])
     out = []
     for run, g in r.groupby("run", sort=False):
-        end, before = g.iloc[-LAST:], g.iloc[-3 * LAST : -2 * LAST]
+        end, before = g.iloc[-LAST:], g.iloc[-2 * LAST : -LAST]
         out.append(
             {
                 "run": run,
@@ -83,7 +83,7 @@ def markdown(agg: pd.DataFrame) -> str:
         "seeds",
         f"personal acc, last {LAST} rounds (mean ± sd)",
         f"global acc, last {LAST} rounds (mean ± sd)",
-        f"gain over the last {2 * LAST} rounds",
+        f"gain, last {LAST} rounds vs the {LAST} before",
         "total bytes",
         "of which parameters",
         "s/round",
