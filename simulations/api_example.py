@@ -45,18 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/api_example"))
     args = parser.parse_args(argv)
     try:
-        for strategy in ("fedavg", "fedper"):
-            for clients in (10,) if args.quick else (5, 10):
-                run = miet_fed.simulate(
-                    overrides={
-                        **(QUICK if args.quick else SETTINGS),
-                        "fed.strategy": strategy,
-                        "fed.num_clients": clients,
-                    },
-                    out=args.out / f"{strategy}-n{clients}",
-                    quiet=True,
-                )
-                print(f"{run.path}: personal acc {run.info['personal_acc']:.3f}", flush=True)
+        with miet_fed.ray_session():  # one Ray instance and backbone actor for all the runs
+            for strategy in ("fedavg", "fedper"):
+                for clients in (10,) if args.quick else (5, 10):
+                    run = miet_fed.simulate(
+                        overrides={
+                            **(QUICK if args.quick else SETTINGS),
+                            "fed.strategy": strategy,
+                            "fed.num_clients": clients,
+                        },
+                        out=args.out / f"{strategy}-n{clients}",
+                        quiet=True,
+                    )
+                    print(f"{run.path}: personal acc {run.info['personal_acc']:.3f}", flush=True)
 
         # The analysis: five lines of pandas.
         runs = miet_fed.load_runs(args.out)
