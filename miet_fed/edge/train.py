@@ -91,21 +91,11 @@ def fit(
     return last
 
 
-@torch.inference_mode()
 def evaluate(
     net: nn.Module, parts: dict[str, torch.Tensor], labels: torch.Tensor, batch_size: int = 256
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `net` on the payloads; (nan, nan) for no samples."""
-    n = len(labels)
-    if n == 0:
-        return math.nan, math.nan
-    net.eval()
-    loss_sum, correct = 0.0, 0
-    for idx in _batches(n, batch_size, None):
-        logits = net(codec.decode(codec.select(parts, idx)))
-        loss_sum += nn.functional.cross_entropy(logits, labels[idx], reduction="sum").item()
-        correct += (logits.argmax(-1) == labels[idx]).sum().item()
-    return loss_sum / n, correct / n
+    return evaluate_many(net, [parts], [labels], batch_size)[0]
 
 
 @torch.inference_mode()
