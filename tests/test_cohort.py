@@ -45,15 +45,22 @@ def _fed(strategy: str) -> FedConfig:
 
 
 def _cohort(
-    name: str, kind: str, engine: str, received_keys: str = "all", strategy: str = "fedavg"
+    name: str,
+    kind: str,
+    engine: str,
+    received_keys: str = "all",
+    strategy: str = "fedavg",
+    tokens: list[int] | None = None,
 ) -> Cohort:
+    """`tokens`: each device's token count (a payload plan's formats differ in it)."""
     net = _net(name, kind)
     g = torch.Generator().manual_seed(1)
     data = []
-    for n in SIZES:
+    for i, n in enumerate(SIZES):
+        shape = (tokens[i], *SHAPES[kind][1:]) if tokens else SHAPES[kind]
         x, xt = (
-            torch.randn(n, *SHAPES[kind], generator=g),
-            torch.randn(4, *SHAPES[kind], generator=g),
+            torch.randn(n, *shape, generator=g),
+            torch.randn(4, *shape, generator=g),
         )
         y, yt = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 3, (4,), generator=g)
         data.append(DeviceData(codec.encode(x, "fp16"), y, codec.encode(xt, "fp16"), yt))
@@ -124,6 +131,21 @@ def test_stacked_fit_equals_the_loop_for_every_network(name, part):
         for la, lb in zip(_logits(loop), _logits(stack), strict=True):
             torch.testing.assert_close(la, lb, atol=1e-4, rtol=0)
         np.testing.assert_allclose(loop.evaluate(), stack.evaluate(), atol=1e-5)
+
+
+def test_devices_of_different_payload_formats_share_a_cohort():
+    """A payload plan gives devices different token counts: stacked steps group them by shape
+    and mean what the loop means; shared-model evaluation batches only one shape at a time."""
+    tokens = [5, 2, 5, 3, 2]
+    loop = _cohort("lae", "tokens", "loop", tokens=tokens)
+    stack = _cohort("lae", "tokens", "stacked", tokens=tokens)
+    np.testing.assert_allclose(loop.fit(), stack.fit(), atol=1e-4)
+    for la, lb in zip(_logits(loop), _logits(stack), strict=True):
+        torch.testing.assert_close(la, lb, atol=1e-4, rtol=0)
+    same = loop.slots["net"][0]
+    for c in (loop, stack):
+        c.slots["net"] = [same] * len(SIZES)  # the very same model: the shared-batch path
+    np.testing.assert_allclose(loop.evaluate(), stack.evaluate(), atol=1e-5)
 
 
 def test_a_device_without_batches_in_a_step_does_not_move():
@@ -431,7 +453,7 @@ class _Disk:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    def cached(self, ids):  # noqa: ANN001, ANN201
+    def cached(self, ids, fmt=""):  # noqa: ANN001, ANN201
         self.calls.append(len(ids))
         x = torch.as_tensor(np.asarray(ids), dtype=torch.float32)
         return {"z": x[:, None, None].expand(-1, 3, 2).clone(), "cls": x[:, None].clone()}

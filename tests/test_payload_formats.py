@@ -169,10 +169,10 @@ def test_bad_formats_fail_before_any_backbone_work(monkeypatch):
         cost.format_shape((192,), "vector", 1, 2, 0)
 
 
-def _run(capsys, command: str, npz: Path, out: str, *sets: str) -> dict:
+def _run(capsys, command: str, npz: Path, out: str, *sets: str, tiny=TINY) -> dict:
     from miet_fed.cli import main
 
-    args = [command, "--dataset", f"npz:{npz}", *TINY, "--out", out, "--quiet", "--json"]
+    args = [command, "--dataset", f"npz:{npz}", *tiny, "--out", out, "--quiet", "--json"]
     for s in sets:
         args += ["--set", s]
     assert main(args) == 0
@@ -222,3 +222,121 @@ def test_payload_keys_at_their_default_leave_run_identities_alone():
             other = replace(base, model=replace(base.model, **{key: value}))
             assert strip_runtime(cls, to_dict(other))["model"][key] == value
             assert run_identity(command, other) != run_identity(command, base)
+
+
+# --- payload plans (issue 15, part 2): formats derived from the cached payload -------------------
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "int8", "fp32-p2", "int8-p4", "bf16-p2"])
+def test_derived_format_equals_the_format_computed_directly(fmt, tmp_path):
+    """A planned device's payload, derived from the fp32 cache, is the payload a run with that
+    format caches (pooling the gathered map, then encoding): the same bytes and shape, and
+    values equal up to float rounding (int8: at most one quantisation step)."""
+    from miet_fed.comm.planner import PayloadFormat
+
+    want = PayloadFormat.parse(fmt)
+    base = _service(tmp_path / "a")
+    direct = _service(tmp_path / "b", dtype=want.dtype, token_pool=want.token_pool)
+    got, ref = base.features(np.arange(6), fmt), direct.features(np.arange(6))
+    assert {k: (v.dtype, v.shape) for k, v in got.items()} == {
+        k: (v.dtype, v.shape) for k, v in ref.items()
+    }
+    assert codec.nbytes(got) == 6 * payload_info(MODEL, fmt)[2] == codec.nbytes(ref)
+    step = ref.get("scale", 1e-2)
+    assert torch.all((codec.decode(got) - codec.decode(ref)).abs() <= step * 1.01 + 1e-5)
+    assert base.forwards == 6 and base.bytes_served == codec.nbytes(got)
+
+
+def test_underivable_formats_are_refused(tmp_path):
+    service = _service(tmp_path, dtype="int8", token_pool=2)
+    with pytest.raises(MietError, match="set model.dtype=fp32"):
+        service.features(np.arange(2), "fp16-p2")
+    with pytest.raises(MietError, match="multiples"):
+        service.features(np.arange(2), "int8-p1")
+    assert (
+        codec.nbytes(service.features(np.arange(2), "int8-p4"))
+        == 2 * payload_info(MODEL, "int8-p4")[2]
+    )
+
+
+TINY64 = [*TINY[:-1], "64"]  # a 4x4 patch grid: pools 2 and 4
+PLAN = [
+    "data.n_train=80",
+    "data.n_test=20",
+    "fed.num_clients=8",
+    "fed.rounds=2",
+    "train.epochs=1",
+    "model.k=3",
+    "link.spread=1.5",
+    "link.down_mbps=1",
+]
+
+
+def _plan_table(tmp_path: Path) -> str:
+    path = tmp_path / "acc.csv"
+    path.write_text("format,accuracy\nfp32,0.9\nint8,0.89\nint8-p2,0.8\nint8-p4,0.7\n")
+    return f"plan.accuracy={path}"
+
+
+@pytest.mark.slow
+def test_simulate_serves_each_device_its_planned_format(tiny_npz, tmp_path, capsys):
+    """A mixed-format federation: devices on slow links get smaller formats, each device's
+    feature bytes are its images times its format's bytes, the ledger equals the model, and
+    the shared model trains on every format (one edge network reads them all)."""
+    import pandas as pd
+
+    strategy = "fedavg"  # one global model, trained on every format
+    sets = [*PLAN, f"fed.strategy={strategy}", "plan.formats=fp32,int8,int8-p2,int8-p4"]
+    sets += ["plan.budget_seconds=1.5", _plan_table(tmp_path)]
+    s = _run(capsys, "simulate", tiny_npz, f"results/plan-{strategy}", *sets, tiny=TINY64)
+    assert s["ledger_equals_model"], (s["bytes_by_kind"], s["model_bytes_by_kind"])
+    assert s["failures"] == 0
+    plan = pd.read_csv(f"results/plan-{strategy}/plan.csv")
+    assert plan["format"].nunique() >= 2, plan
+    assert (plan.download_seconds <= 1.5).all()
+    assert s["plan_formats"] == plan["format"].value_counts().sort_index().to_dict()
+    clients = pd.read_csv(f"results/plan-{strategy}/clients.csv")
+    first = clients[clients.features_down_bytes > 0].set_index("client")
+    per_image = s["plan_bytes_per_image"]
+    for d, row in first.iterrows():
+        fmt = plan.loc[d, "format"]
+        assert row.features_down_bytes == plan.loc[d, "images"] * per_image[fmt]
+    assert clients.personal_acc.notna().all()
+
+
+def test_plan_errors_come_before_any_backbone_work(tiny_npz, tmp_path, monkeypatch, capsys):
+    from miet_fed.cli import main
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone was built")
+
+    monkeypatch.setattr("miet_fed.cloud.service.build_backbone", no_backbone)
+    base = ["simulate", "--dataset", f"npz:{tiny_npz}", *TINY64, "--quiet"]
+    for s in PLAN:
+        base += ["--set", s]
+    table = _plan_table(tmp_path)
+    cases = {
+        "no format fits the slowest device": [
+            "plan.formats=fp32,int8",
+            "plan.budget_seconds=0.01",
+            table,
+        ],
+        "plan.formats int8-p3: the token pool 3 does not divide": [
+            "plan.formats=fp32,int8-p3",
+            table,
+        ],
+        "has no accuracy for int8-p4": [
+            "plan.formats=int8-p4",
+            table.replace("acc.csv", "missing.csv"),
+        ],
+        "set model.dtype=fp32": ["plan.formats=fp16", "model.dtype=int8", table],
+    }
+    (tmp_path / "missing.csv").write_text("format,accuracy\nfp32,0.9\n")
+    for message, sets in cases.items():
+        args = [*base]
+        for x in sets:
+            args += ["--set", x]
+        assert main(args) != 0
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert not Path("results").exists() or not any(Path("results").iterdir())

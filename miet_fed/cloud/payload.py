@@ -150,3 +150,19 @@ class BasisStore:
                 f"cannot write the projection basis {self.path} ({why}); free space or point "
                 "MIET_FED_CACHE at another folder"
             ) from None
+
+
+def derive(
+    parts: dict[str, torch.Tensor], prefix: int, pool: int, dtype: str
+) -> dict[str, torch.Tensor]:
+    """Another payload format from the cached one (a planned device's own format): decoded,
+    pooled a further `pool` x `pool` (an average of averages of equal blocks: the same as
+    pooling the gathered map directly) and encoded in `dtype`. From an fp32 cache this is
+    the payload a run with that format would have cached, up to float rounding
+    (`planner.check_derivable` says which formats qualify)."""
+    from miet_fed.comm import codec
+
+    x = codec.decode(parts)
+    if pool != 1:
+        x = pool_grid(x, prefix, pool)
+    return codec.encode(x, dtype)

@@ -18,7 +18,14 @@ import torch
 from miet_fed.cloud.backbone import CloudBackbone, build_backbone, describe_vit, resolve_weights
 from miet_fed.cloud.cache import FeatureStore, fill
 from miet_fed.cloud.gather import get_gather
-from miet_fed.cloud.payload import BasisStore, fit_pca, pool_grid, project, sample_ids
+from miet_fed.cloud.payload import (
+    BasisStore,
+    derive,
+    fit_pca,
+    pool_grid,
+    project,
+    sample_ids,
+)
 from miet_fed.comm import codec
 from miet_fed.comm.cost import check_dtype, encoded_bytes, format_shape
 from miet_fed.config import ModelConfig
@@ -134,14 +141,27 @@ class FeatureService:
         self.extract_seconds += time.perf_counter() - start
         return computed
 
-    def features(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
-        """Encoded payloads for `ids` (computed if missing): exactly what the edge receives."""
+    def features(self, ids: np.ndarray, fmt: str = "") -> dict[str, torch.Tensor]:
+        """Encoded payloads for `ids` (computed if missing): exactly what the edge receives.
+        `fmt` (a planned device's format, `miet_fed.comm.planner`) is derived from the cached
+        payload; '' = the cached format itself."""
         ids = np.asarray(ids, dtype=np.int64)
         computed = self.ensure(ids)
         self.cache_hits += len(np.unique(ids)) - computed
         parts = self.store.get(ids)
+        if fmt:
+            parts = self._derived(parts, fmt)
         self.bytes_served += codec.nbytes(parts)
         return parts
+
+    def _derived(self, parts: dict[str, torch.Tensor], fmt: str) -> dict[str, torch.Tensor]:
+        from miet_fed.comm.planner import PayloadFormat, check_derivable
+
+        want = PayloadFormat.parse(fmt)
+        if want == PayloadFormat(self.cfg.dtype, self.cfg.token_pool):
+            return parts
+        check_derivable(want, self.cfg.dtype, self.cfg.token_pool)
+        return derive(parts, self.prefix, want.token_pool // self.cfg.token_pool, want.dtype)
 
     def reset_stats(self) -> None:
         """Counts start again at zero: a run that reuses this service (a sweep's backbone actor)
@@ -162,8 +182,16 @@ class FeatureService:
         }
 
 
-def payload_info(model: ModelConfig) -> tuple[str, tuple[int, ...], int]:
-    """(payload kind, shape per image, bytes per image) from the config alone: no weights."""
+def payload_info(model: ModelConfig, fmt: str = "") -> tuple[str, tuple[int, ...], int]:
+    """(payload kind, shape per image, bytes per image) from the config alone: no weights.
+    `fmt` (a planned format, `miet_fed.comm.planner`) replaces model.dtype and model.token_pool."""
+    if fmt:
+        from dataclasses import replace
+
+        from miet_fed.comm.planner import PayloadFormat
+
+        want = PayloadFormat.parse(fmt)
+        model = replace(model, dtype=want.dtype, token_pool=want.token_pool)
     gather = get_gather(model.gather)
     check_dtype(model.dtype)
     shape = describe_vit(model.name, model.img_size)

@@ -70,15 +70,18 @@ def model_bytes(
     train_replies: int,
     eval_replies: int,
     bytes_per_param: int = 4,
+    feature_total: int | None = None,
 ) -> dict[str, int]:
     """What the ledger must hold, from the config and the participation alone (no metrics).
 
     contacted_images: images of the clients that took part at least once (each uploads its
     images and downloads their features exactly once). Parameters go down to every client in
-    training and evaluation, and come back up from training.
+    training and evaluation, and come back up from training. `feature_total` replaces
+    contacted_images * feature_bytes where devices receive different payload formats (a plan):
+    the sum over contacted devices of their images times their format's bytes per image.
     """
     return {
         "image": contacted_images * image_bytes,
-        "feature": contacted_images * feature_bytes,
+        "feature": contacted_images * feature_bytes if feature_total is None else feature_total,
         "params": shared_params * bytes_per_param * (2 * train_replies + eval_replies),
     }

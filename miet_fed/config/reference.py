@@ -104,9 +104,18 @@ def strip_runtime(cls: type, data: dict[str, Any]) -> dict[str, Any]:
             added = f.metadata.get("added") and isinstance(table, dict) and f.name in table
             if added and table[f.name] == f.default:
                 drop.setdefault(name, set()).add(f.name)
-    return {
+    out = {
         s: {k: v for k, v in t.items() if k not in drop.get(s, ())} if isinstance(t, dict) else t
         for s, t in data.items()
+    }
+    # a section added whole (every key `added`), at its defaults: as if it did not exist
+    sections = sections_of(cls)
+    return {
+        s: t
+        for s, t in out.items()
+        if not (
+            t == {} and s in sections and all(f.metadata.get("added") for f in fields(sections[s]))
+        )
     }
 
 

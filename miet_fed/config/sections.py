@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from miet_fed.config.fields import Section, require, setting, validate
+from miet_fed.config.links import LinkConfig, PlanConfig
 
 _DEVICE = r"auto|cpu|cuda(:\d+)?"
 
@@ -355,19 +356,6 @@ def has_params(params_cls: type) -> bool:
 
 
 @dataclass(frozen=True)
-class LinkConfig(Section):
-    section: ClassVar[str] = "link"
-    up_mbps: float = setting(10.0, "device uplink bandwidth, Mbit/s (median across clients)", gt=0)
-    down_mbps: float = setting(
-        50.0, "device downlink bandwidth, Mbit/s (median across clients)", gt=0
-    )
-    latency_ms: float = setting(50.0, "one-way latency per message, ms", ge=0)
-    spread: float = setting(
-        0.0, "log-normal sigma of per-client bandwidth (0 = identical links)", ge=0
-    )
-
-
-@dataclass(frozen=True)
 class SimulateConfig:
     """`miet-fed simulate`: many edge clients, one cloud backbone actor, a Flower strategy."""
 
@@ -386,4 +374,5 @@ class SimulateConfig:
     )
     fed: FedConfig = field(default_factory=FedConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     run: RunConfig = field(default_factory=RunConfig)

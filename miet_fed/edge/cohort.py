@@ -11,6 +11,7 @@ about Flower.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -131,7 +132,7 @@ class Cohort:
         out = [(float("nan"), float("nan"))] * len(self)
         sizes = [len(d.y_test) for d in self.data]
         if self.device == "cpu":  # devices holding the very same model: one batched forward
-            for group in _same_model(states):
+            for group in _same_model(states, [self._shape(i) for i in range(len(self))]):
                 self.net.load_state_dict(states[group[0]])
                 d = [self.data[i] for i in group]
                 res = evaluate_many(self.net, [x.x_test for x in d], [x.y_test for x in d])
@@ -174,15 +175,35 @@ class Cohort:
         return self.net.head_parameters() if part == "head" else self.net.body_parameters()
 
     def _sample_bytes(self) -> int:
-        """Decoded (float32) bytes of one payload."""
-        for d in self.data:
-            for parts in (d.x_train, d.x_test):
-                if parts and len(parts["values"]):
-                    return 4 * parts["values"][0].numel()
-        return 4
+        """Decoded (float32) bytes of one payload (the largest, where a plan mixes formats)."""
+        return 4 * max(
+            (math.prod(self._shape(i)) for i in range(len(self)) if self._shape(i)), default=1
+        )
+
+    def _shape(self, i: int) -> tuple[int, ...]:
+        """Device i's payload shape per image: devices of a payload plan differ in tokens, and
+        only devices of one shape share a stacked step."""
+        d = self.data[i]
+        for parts in (d.x_train, d.x_test):
+            if parts:
+                return tuple(parts["values"].shape[1:])
+        return ()
 
     def _chunks(self, sizes: Sequence[int], batch: int) -> list[list[int]]:
-        """Devices with data, sorted by size (similar sizes pad little), in stacked steps."""
+        """Devices with data, grouped by payload shape and sorted by size (similar sizes pad
+        little), in stacked steps."""
+        shapes = [self._shape(i) for i in range(len(sizes))]
+        if len(set(shapes)) > 1:
+            return [
+                [mine[i] for i in chunk]
+                for shape in sorted(set(shapes))
+                for mine in [[i for i in range(len(sizes)) if shapes[i] == shape]]
+                for chunk in self._chunks_of([sizes[i] for i in mine], batch)
+            ]
+        return self._chunks_of(sizes, batch)
+
+    def _chunks_of(self, sizes: Sequence[int], batch: int) -> list[list[int]]:
+        """`_chunks` for devices of one payload shape."""
         order = sorted((i for i, n in enumerate(sizes) if n), key=lambda i: (sizes[i], i))
         if not order:
             return []
@@ -199,12 +220,13 @@ class Cohort:
         return [order[i : i + n] for i in range(0, len(order), n)]
 
 
-def _same_model(states: Sequence[State]) -> list[list[int]]:
+def _same_model(states: Sequence[State], shapes: Sequence[tuple]) -> list[list[int]]:
     """Groups of 2+ devices whose states are the same tensors (not equal values: the same
-    objects, as when every device evaluates the model it received), in device order."""
+    objects, as when every device evaluates the model it received) and whose payloads have the
+    same shape (one batch holds them), in device order."""
     groups: dict[tuple, list[int]] = {}
-    for i, s in enumerate(states):
-        groups.setdefault(tuple((k, id(v)) for k, v in s.items()), []).append(i)
+    for i, (s, shape) in enumerate(zip(states, shapes, strict=True)):
+        groups.setdefault((shape, *((k, id(v)) for k, v in s.items())), []).append(i)
     return [g for g in groups.values() if len(g) > 1]
 
 

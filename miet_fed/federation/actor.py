@@ -59,15 +59,15 @@ class BackboneServer:
         the actor's "progress" concurrency group while `ensure` runs, and draws the bar."""
         return self._progress
 
-    def features(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
-        return self.service.features(ids)
+    def features(self, ids: np.ndarray, fmt: str = "") -> dict[str, torch.Tensor]:
+        return self.service.features(ids, fmt)
 
-    def cached(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+    def cached(self, ids: np.ndarray, fmt: str = "") -> dict[str, torch.Tensor]:
         """Served from cache only: a miss means the server did not prepare this image."""
         missing = self.service.store.missing(ids)
         if len(missing):
             raise MietError(f"{len(missing)} images are not in the feature cache; run ensure first")
-        return self.service.features(ids)
+        return self.service.features(ids, fmt)
 
     def stats(self) -> dict[str, Any]:
         return self.service.stats()
@@ -154,10 +154,11 @@ NODE_CACHE_MB = int(os.environ.get("MIET_FED_NODE_CACHE_MB", "2048"))
 
 
 class FeatureSource:
-    """What a client or the server calls to get payloads: the actor if reachable, else the disk."""
+    """What a client or the server calls to get payloads: the actor if reachable, else the disk.
+    One source per payload format (`fmt`, a planned device's format; '' = the cached one)."""
 
-    def __init__(self, actor: Any | None, local: BackboneServer | None) -> None:
-        self._actor, self._local = actor, local
+    def __init__(self, actor: Any | None, local: BackboneServer | None, fmt: str = "") -> None:
+        self._actor, self._local, self.fmt = actor, local, fmt
         self._table: dict[str, torch.Tensor] = {}  # kept payloads, one row per image
         self._row = np.full(0, -1, dtype=np.int64)  # image id -> its row in the table, or -1
         self._used = 0  # rows of the table in use
@@ -262,8 +263,8 @@ class FeatureSource:
         if self._actor is not None:
             import ray
 
-            return ray.get(self._actor.features.remote(ids))
-        return self._local.cached(ids)
+            return ray.get(self._actor.features.remote(ids, self.fmt))
+        return self._local.cached(ids, self.fmt)
 
     def ensure(self, ids: np.ndarray) -> int:
         """Compute what the cache lacks (the server calls this once, before round 1)."""
@@ -292,9 +293,10 @@ class FeatureSource:
         return self._actor is not None
 
 
-@lru_cache(maxsize=2)
-def feature_source(spec_path: str) -> FeatureSource:
-    """Per process and run: find the named backbone actor, or fall back to the on-disk cache."""
+@lru_cache(maxsize=16)
+def feature_source(spec_path: str, fmt: str = "") -> FeatureSource:
+    """Per process, run and payload format: find the named backbone actor, or fall back to
+    the on-disk cache."""
     from miet_fed.federation.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -302,8 +304,11 @@ def feature_source(spec_path: str) -> FeatureSource:
         import ray
 
         if ray.is_initialized():
-            return FeatureSource(ray.get_actor(spec.actor, namespace=spec.namespace), None)
+            return FeatureSource(ray.get_actor(spec.actor, namespace=spec.namespace), None, fmt)
     except ValueError:
         pass
+    if fmt:  # one on-disk reader for every format of the run
+        return FeatureSource(None, feature_source(spec_path)._local, fmt)
     cfg = spec.config
-    return FeatureSource(None, BackboneServer(cfg.model, cfg.data.dataset, spec.cache_root, False))
+    local = BackboneServer(cfg.model, cfg.data.dataset, spec.cache_root, False)
+    return FeatureSource(None, local)

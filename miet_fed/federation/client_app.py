@@ -76,12 +76,17 @@ def _template(spec_path: str) -> tuple[EdgeNetwork, dict[str, torch.Tensor]]:
 _NONE = np.zeros(0, dtype=np.int64)
 
 
-@lru_cache(maxsize=2)
-def _run_images(spec_path: str) -> np.ndarray:
+@lru_cache(maxsize=16)
+def _run_images(spec_path: str, fmt: str = "") -> np.ndarray:
     """Every image any device of the run holds (what a node process keeps for the run), once
-    each, device after device (train, then test): each device's payloads are then a view."""
+    each, device after device (train, then test): each device's payloads are then a view.
+    With a payload plan, only the devices served in format `fmt`."""
     spec = load_spec(spec_path)
-    pairs = zip(spec.clients_train, spec.clients_test, strict=True)
+    pairs = [
+        pair
+        for d, pair in enumerate(zip(spec.clients_train, spec.clients_test, strict=True))
+        if spec.format_of(d) == fmt
+    ]
     ids = np.concatenate([_NONE, *(i for pair in pairs for i in pair)])
     _, first = np.unique(ids, return_index=True)
     return ids[np.sort(first)]
@@ -160,15 +165,13 @@ class NodeCall:
     def cohort(self, need_train: bool) -> Cohort:
         spec, cfg = self.spec, self.spec.config
         net, init = _template(self.spec_path)
-        source = feature_source(self.spec_path)
         fetch_train = [need_train or f for f in self.first]
         parts = [
             spec.clients_train[d] if t else _NONE
             for d, t in zip(self.devices, fetch_train, strict=True)
         ]
         parts += [spec.clients_test[d] for d in self.devices]
-        # One fetch for the whole cohort; each device's data is a view of the node's table.
-        views = source.kept_parts(parts, warm=_run_images(self.spec_path))
+        views = self._fetch(parts)
         n = len(self.devices)
         data, slots = [], {"net": []}
         for i, (d, r, t) in enumerate(zip(self.devices, self.last, fetch_train, strict=True)):
@@ -208,6 +211,20 @@ class NodeCall:
             stack=cfg.fed.stack,
             device=str(resolve_device(cfg.edge.device, "edge.device")),
         )
+
+    def _fetch(self, parts: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        """Each part's payloads (the devices' train parts, then their test parts): one fetch per
+        payload format in the cohort (one in all, without a plan); each device's data is a
+        view of the node's table of its format."""
+        formats = [self.spec.format_of(d) for d in self.devices] * 2
+        views: list[dict[str, torch.Tensor]] = [{}] * len(parts)
+        for fmt in dict.fromkeys(formats):
+            mine = [i for i, f in enumerate(formats) if f == fmt]
+            source = feature_source(self.spec_path, fmt)
+            got = source.kept_parts([parts[i] for i in mine], _run_images(self.spec_path, fmt))
+            for i, v in zip(mine, got, strict=True):
+                views[i] = v
+        return views
 
     def device_rows(self, cohort: Cohort, values: list[dict[str, Any]]) -> None:
         """One row per device: its metrics and every byte it sent or received."""

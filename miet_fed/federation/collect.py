@@ -15,6 +15,7 @@ from miet_fed.comm import ledger as ledger_mod
 from miet_fed.comm.link import client_links, round_seconds
 from miet_fed.edge.networks import param_counts
 from miet_fed.errors import MietError
+from miet_fed.federation.payload_plan import base_format, feature_bytes_by_format
 from miet_fed.federation.spec import RunSpec
 from miet_fed.federation.strategies import get_strategy
 from miet_fed.results import setting_fields, write_json
@@ -89,6 +90,7 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
     shared = cost.shared_params(counts, strategy.share)
     contacted = replies["client"].dropna().astype(int).unique()
     sizes = [len(spec.clients_train[c]) + len(spec.clients_test[c]) for c in contacted]
+    per_image = feature_bytes_by_format(cfg, spec.formats)  # one entry without a plan
     model = ledger_mod.model_bytes(
         spec.image_bytes,
         spec.feature_bytes,
@@ -96,6 +98,9 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
         shared,
         int((replies.phase == "train").sum()),
         int((replies.phase == "evaluate").sum()),
+        feature_total=sum(
+            n * per_image[spec.format_of(c)] for n, c in zip(sizes, contacted, strict=True)
+        ),
     )
     measured = ledger_mod.totals(ledger)
 
@@ -178,6 +183,7 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
         "bytes_served": stats.get("bytes_served"),
         "features_via_actor": stats.get("via_actor"),
         "feature_bytes_per_image": spec.feature_bytes,
+        **_plan_fields(cfg, spec, per_image),
         "image_bytes": spec.image_bytes,
         "shared_params": shared,
         "total_bytes": int(ledger["bytes"].sum()),
@@ -192,3 +198,15 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
     }
     write_json(folder / "summary.json", summary)
     return summary
+
+
+def _plan_fields(cfg: Any, spec: RunSpec, per_image: dict[str, int]) -> dict[str, Any]:
+    """With a payload plan: how many devices got each format (the cached one by its name)."""
+    if not spec.formats:
+        return {}
+    base = base_format(cfg)
+    counts = pd.Series([f or base for f in spec.formats]).value_counts().sort_index()
+    return {
+        "plan_formats": {str(k): int(v) for k, v in counts.items()},
+        "plan_bytes_per_image": {(k or base): v for k, v in per_image.items()},
+    }

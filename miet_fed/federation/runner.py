@@ -29,6 +29,7 @@ from miet_fed.federation.cohorts import num_nodes
 from miet_fed.federation.collect import collect
 from miet_fed.federation.logs import quiet_flower
 from miet_fed.federation.partition import make_clients, partition_table
+from miet_fed.federation.payload_plan import Plan, make_plan
 from miet_fed.federation.population import sample_population
 from miet_fed.federation.ray_setup import _init_ray, end_of_run, in_session, session_actor
 from miet_fed.federation.spec import RunSpec
@@ -56,6 +57,7 @@ def default_name(cfg: SimulateConfig) -> str:
         m.dtype,
         cfg.edge.name,
         f"s{cfg.run.seed}",
+        "plan" if cfg.plan.formats else "",
         run_identity("simulate", cfg)[:8],  # every other setting that changes the results
     )
 
@@ -79,6 +81,7 @@ class Prepared:
     partitions: pd.DataFrame
     used_ids: np.ndarray
     fingerprint: str = ""  # the dataset's content id
+    plan: Plan | None = None  # plan.formats: each device's payload format
 
 
 def nested_config(flat: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +141,7 @@ def prepare(
             cfg.run.seed,
         )
     kind, shape, feature_bytes = payload_info(cfg.model)
+    plan = make_plan(cfg, [len(c.train) + len(c.test) for c in clients])
     spec = RunSpec(
         config=cfg,
         cache_root=str(cache_dir()),
@@ -156,9 +160,11 @@ def prepare(
         resume_round=resume_round,
         num_nodes=nodes or num_nodes(f.num_clients, f.devices_per_node, client_workers(cfg)),
         state_dir=str((Path(ckpt) if ckpt else sink.absolute()) / DEVICE_STATE),
+        formats=plan.formats if plan else (),
     )
     used = np.unique(np.concatenate([split.train, split.test]))
-    return Prepared(spec, partition_table(clients, ds.labels, ds.num_classes), used, ds.fingerprint)
+    table = partition_table(clients, ds.labels, ds.num_classes)
+    return Prepared(spec, table, used, ds.fingerprint, plan)
 
 
 def plan_check(cfg: SimulateConfig) -> None:
@@ -178,6 +184,8 @@ def _write_spec(
     spec_path = tmp / "spec.json"
     prep.spec.save(spec_path)
     prep.partitions.to_csv(tmp / "partitions.csv", index=False)
+    if prep.plan is not None:
+        prep.plan.frame.to_csv(tmp / "plan.csv", index=False)
     return prep, spec_path
 
 

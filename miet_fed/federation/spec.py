@@ -42,6 +42,12 @@ class RunSpec:
     resume_round: int = 0  # rounds 1..resume_round were completed by an earlier, killed run
     num_nodes: int = 1  # Flower nodes the devices are packed onto (cohorts)
     state_dir: str = ""  # absolute device-store folder (federation.device_store)
+    #: each device's payload format (`plan.formats`; '' = the cloud's cached format), or empty
+    #: without a plan
+    formats: tuple[str, ...] = ()
+
+    def format_of(self, device: int) -> str:
+        return self.formats[device] if self.formats else ""
 
     def save(self, path: Path) -> None:
         from miet_fed.config import to_dict
@@ -65,6 +71,7 @@ class RunSpec:
             "resume_round": self.resume_round,
             "num_nodes": self.num_nodes,
             "state_dir": self.state_dir,
+            "formats": list(self.formats),
         }
         write_text(path, json.dumps(data))
 
@@ -93,4 +100,5 @@ def load_spec(path: str) -> RunSpec:
         resume_round=int(data.get("resume_round", 0)),
         num_nodes=int(data.get("num_nodes", 1)),
         state_dir=data.get("state_dir", ""),
+        formats=tuple(data.get("formats", ())),
     )
