@@ -31,7 +31,7 @@ from miet_fed.comm.cost import DTYPE_BYTES
 from miet_fed.errors import MietError
 
 #: The measured accuracy table shipped with the package (configs/sweep_formats.toml's means).
-BUILTIN_TABLE = Path(__file__).with_name("format_accuracy.csv")
+BUILTIN_TABLE = Path(__file__).with_name("format_accuracy.toml")
 _NAME = re.compile(r"(fp32|fp16|bf16|int8)(?:-p([1-9][0-9]*))?")
 
 
@@ -96,10 +96,24 @@ def read_table(path: str | Path, names: list[str]) -> pd.DataFrame:
     where = Path(path)
     if not where.is_file():
         raise MietError(f"plan.accuracy: no such file {where}; give a CSV of format,accuracy")
+    if where == BUILTIN_TABLE:  # TOML: the files Flower packs into an app include it
+        import tomllib
+
+        acc = tomllib.loads(where.read_text())["accuracy"]
+        table = pd.DataFrame({"format": list(acc), "accuracy": list(acc.values())})
+    else:
+        table = _read_csv(where)
+    return _checked(table, where, names)
+
+
+def _read_csv(where: Path) -> pd.DataFrame:
     try:
-        table = pd.read_csv(where, comment="#")
+        return pd.read_csv(where, comment="#")
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise MietError(f"plan.accuracy: cannot read {where} as CSV ({exc})") from None
+
+
+def _checked(table: pd.DataFrame, where: Path, names: list[str]) -> pd.DataFrame:
     if not {"format", "accuracy"} <= set(table.columns):
         raise MietError(f"plan.accuracy: {where} needs the columns format and accuracy")
     table = table.assign(format=table["format"].astype(str).str.strip())

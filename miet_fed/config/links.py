@@ -56,7 +56,7 @@ class PlanConfig(Section):
     accuracy: str = setting(
         "",
         "CSV of format,accuracy measured per format (configs/sweep_formats.toml); '' = the "
-        "built-in table (miet_fed/comm/format_accuracy.csv)",
+        "built-in table (miet_fed/comm/format_accuracy.toml)",
         allowed="'' or PATH.csv",
         added=True,
     )
