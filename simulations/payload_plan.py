@@ -1,16 +1,19 @@
-"""The payload planner against one format for all: accuracy per device group as the budget shrinks.
+"""The payload planner against one format for all, in a federation: accuracy per device group.
 
-    .venv/bin/python simulations/payload_plan.py            # 4 budgets x 3 seeds (about 40 min)
+    .venv/bin/python simulations/payload_plan.py            # 3 seeds, about 15 min on 2 cores
     .venv/bin/python simulations/payload_plan.py --quick    # tiny random ViT: a smoke test
 
-Devices' downlinks spread log-normally around a median (`[link]`); each budget caps every
-device's one-time payload download (`plan.budget_seconds`). For each budget the planner gives
-each device the most accurate format its link fits (`plan`); the baseline sends every device the
-one most accurate format the slowest device still fits (`single`). Both run the same federation
-(the default simulate job) from the same cached fp32 features; personal accuracy of the last
-round is averaged per device group (a third of the devices each, by downlink) and over seeds.
+The default simulate job (20 devices, Dirichlet 0.3, FedPer, 10 rounds) on slow, spread-out
+downlinks (`[link]`: median 1 Mbit/s, log-normal sigma 1). First every format is run as the one
+format of every device, three seeds: the federated accuracy table (`federated_accuracy.csv`).
+Then for each budget (`plan.budget_seconds`: every device's one-time payload download) and each
+accuracy table (the built-in one-device table, and the federated one) the planner gives each
+device the most accurate format its link fits (`plan`), against the most accurate single format
+the slowest device still fits (`single`). Every run serves its formats from the same cached fp32
+features; each distinct assignment of formats runs once per seed. Personal accuracy of the last
+round is averaged over all devices and per third of the devices by downlink, then over seeds.
 Runs go to results/payload_plan/runs/<name>/ and are reused when the script is started again;
-the table is written to results/payload_plan/plan_vs_single.csv and the figure next to it.
+tables and the figure are written to results/payload_plan/.
 """
 
 from __future__ import annotations
@@ -34,9 +37,8 @@ from miet_fed.federation.runner import prepare  # noqa: E402
 FORMATS = "fp32,fp16,int8,fp16-p2,int8-p2,fp16-p4,int8-p4,fp16-p8,int8-p8"
 #: The default simulate job (20 devices, Dirichlet 0.3, FedPer) on slow, spread-out downlinks.
 SETTINGS = {"link.down_mbps": 1.0, "link.spread": 1.0, "plan.formats": FORMATS}
-BUDGETS = (30.0, 10.0)  # seconds per device, one-time payload download
+BUDGETS = (100.0, 30.0, 10.0)  # seconds per device, one-time payload download
 SEEDS = (0, 1, 2)
-REFERENCE = "fp32"  # what a run without a plan sends every device
 QUICK = {
     "model.name": "vit_tiny_patch16_224",
     "model.weights": "random",
@@ -61,27 +63,45 @@ def _assignment(overrides: dict) -> tuple[tuple[str, ...], str]:
     return tuple(plan.frame["format"]), plan.baseline
 
 
-def runs_for(seed: int, base: dict, budgets: tuple[float, ...]) -> dict[str, dict]:
-    """One seed's runs (name -> overrides): the reference format for all, and per budget the
-    plan and the best single format, each distinct assignment of formats run once."""
-    runs: dict[str, dict] = {}
-    seen: dict[tuple[str, ...], str] = {}
+class Study:
+    """Runs by (seed, assignment of formats): a label whose assignment already ran reuses it."""
 
-    def add(label: str, overrides: dict) -> str:
-        formats, _ = _assignment(overrides)
-        if formats not in seen:
-            seen[formats] = f"{label}-s{seed}"
-            runs[seen[formats]] = overrides
-        return seen[formats]
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.index: dict[str, dict[str, str]] = {}  # seed -> label -> run folder name
+        self._seen: dict[tuple[int, tuple[str, ...]], str] = {}
 
-    fixed = {**base, "run.seed": seed}
-    labels = {"reference": add(REFERENCE, {**fixed, "plan.formats": REFERENCE})}
-    for budget in budgets:
-        planned = {**fixed, "plan.budget_seconds": budget}
-        _, single = _assignment(planned)
-        labels[f"plan {budget:g} s"] = add(f"plan-b{budget:g}", planned)
-        labels[f"single {budget:g} s"] = add(single, {**fixed, "plan.formats": single})
-    return {"runs": runs, "labels": labels}
+    def run(self, seed: int, label: str, name: str, overrides: dict) -> str:
+        """Run (or reuse) `overrides` under `label`; returns its best single format."""
+        formats, single = _assignment(overrides)
+        key = (seed, formats)
+        if key not in self._seen:
+            self._seen[key] = name
+            folder = self.out / "runs" / name
+            if not (folder / "summary.json").exists():
+                miet_fed.simulate(overrides=overrides, out=folder, quiet=True)
+                print(f"{folder}: done", flush=True)
+        self.index.setdefault(str(seed), {})[label] = self._seen[key]
+        return single
+
+
+def federated_table(study: Study, formats: list[str]) -> pd.DataFrame:
+    """Each format's personal accuracy as every device's format, mean over seeds."""
+    rows = []
+    for fmt in formats:
+        accs = []
+        for labels in study.index.values():
+            df = groups(study.out / "runs" / labels[f"all {fmt}"])
+            accs.append(float(np.average(df.personal_acc, weights=df.n_test)))
+        rows.append(
+            {
+                "format": fmt,
+                "accuracy": float(np.mean(accs)),
+                "sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
+                "seeds": len(accs),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def groups(run: Path) -> pd.DataFrame:
@@ -128,7 +148,13 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), sharey=True)
     for ax, col in zip(axes, ["all", *GROUPS], strict=True):
         for label, row in mean.iterrows():
-            ax.scatter(row["feature_MB"], 100 * row[col], label=label)
+            x, y = row["feature_MB"], 100 * row[col]
+            if label.startswith("all "):  # one format for every device: grey, named
+                ax.scatter(x, y, color="0.65", s=14)
+                ax.annotate(label[4:], (x, y), fontsize=6, color="0.4")
+            else:
+                marker = "o" if label.startswith("plan") else "s"
+                ax.scatter(x, y, marker=marker, label=label)
         ax.set_xscale("log")
         ax.set_xlabel("feature download, all devices (MB)")
         ax.set_title("all devices" if col == "all" else f"{col} third of the devices")
@@ -146,35 +172,42 @@ def main(argv: list[str] | None = None) -> int:
     base = {**SETTINGS, **(QUICK if args.quick else {})}
     budgets = (30.0, 0.5) if args.quick else BUDGETS
     seeds = (0,) if args.quick else SEEDS
-    if args.quick:
-        path = args.out / "quick-acc.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("format,accuracy\nfp32,0.9\nint8,0.89\nint8-p2,0.8\nint8-p4,0.7\n")
-        base["plan.accuracy"] = str(path)
+    formats = base["plan.formats"].split(",")
+    study = Study(args.out)
     try:
-        index: dict[str, dict] = {}
         with miet_fed.ray_session():
             for seed in seeds:
-                planned = runs_for(seed, base, budgets)
-                index[str(seed)] = planned["labels"]
-                for name, overrides in planned["runs"].items():
-                    run = args.out / "runs" / name
-                    if (run / "summary.json").exists():
-                        continue
-                    miet_fed.simulate(overrides=overrides, out=run, quiet=True)
-                    print(f"{run}: done", flush=True)
-        (args.out / "runs.json").write_text(json.dumps(index, indent=1))
-        table = summarise(args.out, index)
+                fixed = {**base, "run.seed": seed}
+                for fmt in formats:
+                    study.run(seed, f"all {fmt}", f"{fmt}-s{seed}", {**fixed, "plan.formats": fmt})
+            fed = federated_table(study, formats)
+            args.out.mkdir(parents=True, exist_ok=True)
+            fed_csv = args.out / "federated_accuracy.csv"
+            fed[["format", "accuracy"]].to_csv(fed_csv, index=False)
+            tables = {"one-device": {}, "federated": {"plan.accuracy": str(fed_csv.resolve())}}
+            for seed in seeds:
+                fixed = {**base, "run.seed": seed}
+                for tname, table in tables.items():
+                    for b in budgets:
+                        planned = {**fixed, **table, "plan.budget_seconds": b}
+                        name = f"plan-{tname}-b{b:g}-s{seed}"
+                        single = study.run(seed, f"plan {tname} {b:g} s", name, planned)
+                        single_run = {**fixed, "plan.formats": single}
+                        study.run(seed, f"single {tname} {b:g} s", f"{single}-s{seed}", single_run)
+        (args.out / "runs.json").write_text(json.dumps(study.index, indent=1))
+        table = summarise(args.out, study.index)
     except miet_fed.MietError as exc:
         print(f"payload_plan: error: {exc}", file=sys.stderr)
         return 2
     table.to_csv(args.out / "plan_vs_single.csv", index=False)
     cols = ["feature_MB", "max_download_s", "all", *GROUPS]
     over = table.groupby("label", sort=False)[cols].agg(["mean", "std"])
+    over.to_csv(args.out / "plan_vs_single_over_seeds.csv")
+    print(fed.round(4).to_string(index=False))
     print(over.round(3).to_string())
     print(table[["label", "seed", "formats"]].to_string(index=False))
     plot(table, args.out / "plan_vs_single.png")
-    print(f"wrote {args.out / 'plan_vs_single.csv'} and plan_vs_single.png")
+    print(f"wrote {args.out}/plan_vs_single.csv, federated_accuracy.csv and plan_vs_single.png")
     return 0
 
 
