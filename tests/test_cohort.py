@@ -294,6 +294,30 @@ def test_device_store_round_trips_slots_and_skips_empty(tmp_path):
 # --- real simulations: one device per node vs one node for all --------------------------------
 
 
+@pytest.fixture(scope="module")
+def module_cwd(tmp_path_factory):
+    return tmp_path_factory.mktemp("cohort-cwd")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_ray_for_the_module():
+    """The module's simulations share one Ray instance (`ray_session`, as a sweep's points do):
+    each skips Ray's start-up. Ray starts only when a simulation runs."""
+    from miet_fed.federation.ray_setup import ray_session
+
+    with ray_session():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, module_cwd, monkeypatch):
+    """conftest's `isolated` (a cache per test), but one working directory for the module (a
+    session restarts Ray when it changes): each simulation writes its own `results/<name>`."""
+    monkeypatch.setenv("MIET_FED_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(module_cwd)
+    yield
+
+
 def _simulate(capsys, npz: Path, out: str, *sets: str) -> dict:
     from miet_fed.cli import main
     from tests.conftest import TINY
@@ -325,22 +349,24 @@ def test_cohort_run_equals_one_device_per_node(strategy, gather, edge, dtype, tm
     npz = make_tiny_npz(tmp_path / "tiny.npz")
     sets = [f"fed.strategy={strategy}", f"model.gather={gather}", f"edge.name={edge}"]
     sets += [f"model.dtype={dtype}", "model.k=3"]
-    one = _simulate(capsys, npz, "results/one", *sets, "fed.devices_per_node=1")
-    all_ = _simulate(capsys, npz, "results/all", *sets, "fed.devices_per_node=6")
-    for run, s in (("one", one), ("all", all_)):
+    # 6 nodes of one device against 2 nodes of three: both offer Ray 2 CPUs, so the module's
+    # Ray instance serves both runs (one node of six would start a 1-CPU instance)
+    one = _simulate(capsys, npz, f"results/{strategy}-one", *sets, "fed.devices_per_node=1")
+    all_ = _simulate(capsys, npz, f"results/{strategy}-all", *sets, "fed.devices_per_node=3")
+    for run, s in ((f"{strategy}-one", one), (f"{strategy}-all", all_)):
         assert s["ledger_equals_model"], (s["bytes_by_kind"], s["model_bytes_by_kind"])
         assert s["feature_bytes_per_image"] == feature_bytes_per_image(gather, 5, 192, 3, dtype)
         rounds = pd.read_csv(f"results/{run}/rounds.csv")
         assert rounds.bytes_cum.iloc[-1] == s["total_bytes"]
         assert (rounds[rounds["round"] >= 1].comm_seconds > 0).all()
     assert one["failures"] == all_["failures"] == 0
-    la = pd.read_csv("results/one/ledger.csv")
-    lb = pd.read_csv("results/all/ledger.csv")
+    la = pd.read_csv(f"results/{strategy}-one/ledger.csv")
+    lb = pd.read_csv(f"results/{strategy}-all/ledger.csv")
     pd.testing.assert_frame_equal(la, lb)  # identical bytes, per device, round and kind
-    a = pd.read_csv("results/one/clients.csv").sort_values(["round", "client"])
-    b = pd.read_csv("results/all/clients.csv").sort_values(["round", "client"])
+    a = pd.read_csv(f"results/{strategy}-one/clients.csv").sort_values(["round", "client"])
+    b = pd.read_csv(f"results/{strategy}-all/clients.csv").sort_values(["round", "client"])
     assert a[["round", "client"]].values.tolist() == b[["round", "client"]].values.tolist()
-    assert set(a["node"]) == set(range(6)) and set(b["node"]) == {0}  # really packed differently
+    assert set(a["node"]) == set(range(6)) and set(b["node"]) == {0, 1}  # packed differently
     np.testing.assert_allclose(a["train_loss"], b["train_loss"], atol=1e-3)
     per_image = 1 / a["n_test"]  # final accuracies within one test image per device
     assert ((a["personal_acc"] - b["personal_acc"]).abs() <= per_image + 1e-9).all()
