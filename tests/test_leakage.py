@@ -123,14 +123,21 @@ def _args(tmp_path, *extra):
 
 
 def test_command_writes_csv_md_png_one_row_per_payload(tmp_path, capsys):
-    gathers = "sum:0,sum:12,cls:12:int8"
+    gathers = "sum:0,sum:12,cls:12:int8,sum:12:int8:p2,sum:12:r16"
     assert main(_args(tmp_path, "--gathers", gathers, "--out", "results/leak")) == 0
     out = tmp_path / "results" / "leak"
     df = pd.read_csv(out / "leakage.csv")
     payloads = df[df.kind == "payload"]
-    assert list(payloads.payload) == ["sum k=0 fp32", "sum k=12 fp32", "cls k=12 int8"]
-    # vit_tiny at 32 px: 5 tokens x 192; int8 CLS: 192 bytes + a 4-byte scale
-    assert list(payloads.bytes_per_image) == [3840, 3840, 196]
+    assert list(payloads.payload) == [
+        "sum k=0 fp32",
+        "sum k=12 fp32",
+        "cls k=12 int8",
+        "sum k=12 int8 pool2",
+        "sum k=12 fp32 rank16",
+    ]
+    # vit_tiny at 32 px: 5 tokens x 192; int8 CLS: 192 bytes + a 4-byte scale; pooled 2 x 2:
+    # CLS + 1 token, int8 with scales; projected to 16 channels: 5 x 16 fp32
+    assert list(payloads.bytes_per_image) == [3840, 3840, 196, 392, 320]
     assert payloads[["psnr", "ssim", "reid_acc"]].notna().all().all()
     base = df[df.kind == "baseline"].set_index("payload")
     assert math.isinf(base.loc["raw image (upper bound)", "psnr"])
@@ -153,6 +160,8 @@ BAD = {
     "k out of range": (["--gathers", "sum:13"], "larger than the depth 12"),
     "not gather:k": (["--gathers", "sum"], "is not GATHER:K"),
     "unknown dtype": (["--gathers", "sum:1:fp8"], "unknown feature dtype 'fp8'"),
+    "pool off the grid": (["--gathers", "sum:12:p3"], "does not divide the 2x2 patch grid"),
+    "rank too large": (["--gathers", "sum:12:r500"], "larger than the payload dimension 192"),
     "too many images": (["--public", "100", "--devices", "30"], "more than the 120"),
     "no devices": (["--devices", "0"], "--devices must be at least 1"),
 }

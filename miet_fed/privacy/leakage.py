@@ -32,15 +32,21 @@ from miet_fed.privacy.metrics import mean_finite, psnr, ssim
 
 @dataclass(frozen=True)
 class Payload:
-    """One payload setting the cloud could send: gather, depth k, wire dtype."""
+    """One payload setting the cloud could send: gather, depth k, wire dtype, and the payload
+    format's token pooling and channel projection (`miet_fed.cloud.payload`)."""
 
     gather: str
     k: int
     dtype: str
+    token_pool: int = 1
+    proj_rank: int = 0
 
     @property
     def label(self) -> str:
-        return f"{self.gather} k={self.k} {self.dtype}"
+        extra = (f" pool{self.token_pool}" if self.token_pool != 1 else "") + (
+            f" rank{self.proj_rank}" if self.proj_rank else ""
+        )
+        return f"{self.gather} k={self.k} {self.dtype}{extra}"
 
 
 @dataclass(frozen=True)
@@ -83,15 +89,21 @@ def parse_payloads(text: str, dtypes: str) -> tuple[Payload, ...]:
     for item in (s.strip() for s in text.split(",")):
         if not item:
             continue
-        parts = item.split(":")
-        if len(parts) not in (2, 3) or not parts[1].strip().lstrip("-").isdigit():
+        parts = [x.strip() for x in item.split(":")]
+        if len(parts) < 2 or not parts[1].lstrip("-").isdigit():
             raise MietError(
-                f"--gathers item '{item}' is not GATHER:K or GATHER:K:DTYPE (e.g. sum:12)"
+                f"--gathers item '{item}' is not GATHER:K[:DTYPE][:pN][:rN] (e.g. sum:12, "
+                "sum:12:int8:p2)"
             )
-        own = [parts[2].strip()] if len(parts) == 3 else default_dtypes
+        own, fmt = default_dtypes, {"token_pool": 1, "proj_rank": 0}
+        for extra in parts[2:]:
+            if extra[:1] in ("p", "r") and extra[1:].isdigit() and int(extra[1:]) > 0:
+                fmt["token_pool" if extra[0] == "p" else "proj_rank"] = int(extra[1:])
+            else:
+                own = [extra]
         for d in own:
             check_dtype(d)
-            out.append(Payload(parts[0].strip(), int(parts[1]), d))
+            out.append(Payload(parts[0], int(parts[1]), d, **fmt))
     if not out:
         raise MietError("--gathers is empty; give e.g. sum:0,sum:12,cls:12")
     return tuple(dict.fromkeys(out))
@@ -107,6 +119,8 @@ def _model(setup: LeakageSetup, p: Payload) -> Any:
         gather=p.gather,
         k=p.k,
         dtype=p.dtype,
+        token_pool=p.token_pool,
+        proj_rank=p.proj_rank,
     )
 
 

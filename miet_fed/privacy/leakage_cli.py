@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gathers",
         default=DEFAULT_GATHERS,
-        help="payloads, GATHER:K or GATHER:K:DTYPE, comma-separated",
+        help="payloads, GATHER:K[:DTYPE][:pN][:rN], comma-separated (pN: N x N token "
+        "pooling, rN: PCA projection to N channels)",
     )
     p.add_argument("--dtypes", default="fp32", help="dtypes of the items that name none")
     p.add_argument("--public", type=int, default=d.public, help="attacker's public images")
