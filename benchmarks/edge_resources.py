@@ -55,12 +55,13 @@ LORA_RANK, LORA_ALPHA = 8, 16.0
 # --------------------------------------------------------------------------- child process
 
 
-def _lora_linear() -> type:
+def lora_linear() -> type:
     import torch
     from torch import nn
 
     class LoRALinear(nn.Module):
-        """y = W x + (alpha / r) B A x, W frozen, A random, B zero (LoRA, Hu et al. 2021)."""
+        """y = W x + (alpha / r) B A x, W frozen, A random, B zero (LoRA, Hu et al. 2021).
+        Also the adapter of simulations/lora_bound.py (LoRA inside the backbone)."""
 
         def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
             super().__init__()
@@ -103,7 +104,7 @@ def build(method: str, model: dict[str, Any], batch: int) -> tuple[Any, Any, Any
     net = _vit(model)
     x = torch.randn(batch, 3, model["img_size"], model["img_size"])
     if method == "lora":
-        lora = _lora_linear()
+        lora = lora_linear()
         net.requires_grad_(False)
         for block in net.blocks:
             block.attn.qkv = lora(block.attn.qkv, LORA_RANK, LORA_ALPHA)

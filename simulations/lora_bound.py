@@ -29,6 +29,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from benchmarks.edge_resources import lora_linear  # noqa: E402
 from miet_fed.api import build  # noqa: E402
 from miet_fed.cloud.backbone import build_backbone  # noqa: E402
 from miet_fed.data import load_dataset  # noqa: E402
@@ -46,21 +47,6 @@ QUICK = {
 }
 
 
-class LoRALinear(nn.Module):
-    """y = W x + (alpha / r) B A x, W frozen; B starts at zero, so training starts from W."""
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
-        super().__init__()
-        self.base = base
-        self.a = nn.Parameter(torch.empty(rank, base.in_features))
-        self.b = nn.Parameter(torch.zeros(base.out_features, rank))
-        nn.init.kaiming_uniform_(self.a, a=math.sqrt(5))
-        self.scale = alpha / rank
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.scale * (x @ self.a.T) @ self.b.T
-
-
 class LoRAViT(nn.Module):
     """The frozen timm ViT with LoRA on each block's attn.qkv and a [CLS, mean] linear head."""
 
@@ -68,8 +54,9 @@ class LoRAViT(nn.Module):
         super().__init__()
         for p in vit.parameters():
             p.requires_grad_(False)
+        adapter = lora_linear()  # y = W x + (alpha / r) B A x, B = 0 at the start
         for block in vit.blocks:
-            block.attn.qkv = LoRALinear(block.attn.qkv, rank, alpha)
+            block.attn.qkv = adapter(block.attn.qkv, rank, alpha)
         self.vit = vit
         self.prefix = int(vit.num_prefix_tokens)
         self.head = nn.Linear(2 * vit.embed_dim, num_classes)

@@ -51,6 +51,18 @@ def make_tiny_npz(path):
     return path
 
 
+def load_script(name: str):
+    """A script of simulations/ as a module (they are run as files, not imported as a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "simulations" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def tiny_npz(tmp_path):
     return make_tiny_npz(tmp_path / "tiny.npz")

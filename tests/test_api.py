@@ -155,12 +155,9 @@ def test_simulate_frames_and_comm_cost(tiny_npz):
 def test_api_example_script_runs(capsys):
     """simulations/api_example.py --quick: two tiny simulations through the API, then the
     five-line pandas analysis the README shows."""
-    import importlib.util
+    from tests.conftest import load_script
 
-    path = Path(__file__).resolve().parent.parent / "simulations" / "api_example.py"
-    spec = importlib.util.spec_from_file_location("api_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("api_example")
     assert module.main(["--quick", "--out", "results/example"]) == 0
     out = capsys.readouterr().out
     assert "bytes_total" in out and "fedper-n10" in out

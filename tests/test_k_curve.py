@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "simulations" / "k_curve.py"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def kc():
-    spec = importlib.util.spec_from_file_location("k_curve", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("k_curve")
 
 
 def _summary() -> pd.DataFrame:

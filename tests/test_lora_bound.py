@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "simulations" / "lora_bound.py"
+from tests.conftest import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("lora_bound", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("lora_bound")
 
 
 def test_lora_starts_as_the_backbone_and_trains_only_adapters_and_head():
@@ -31,7 +26,7 @@ def test_lora_starts_as_the_backbone_and_trains_only_adapters_and_head():
     with torch.no_grad():
         torch.testing.assert_close(net.vit.forward_features(x), before)  # B = 0: the identity
     names = set(net.trainable())
-    assert names and all(n.startswith("head.") or n.endswith((".a", ".b")) for n in names)
+    assert names and all(n.startswith("head.") or n.endswith((".lora_a", ".lora_b")) for n in names)
     opt = torch.optim.SGD(net.trainable().values(), lr=0.5)
     for _ in range(3):
         loss = torch.nn.functional.cross_entropy(net(x), torch.tensor([0, 2]))

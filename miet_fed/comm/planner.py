@@ -147,6 +147,16 @@ def _seconds(images: np.ndarray, down_bps: np.ndarray, bytes_per_image: np.ndarr
     return 8.0 * np.outer(images, bytes_per_image) / np.asarray(down_bps, dtype=float)[:, None]
 
 
+def _fits(
+    images: np.ndarray, down_bps: np.ndarray, size: np.ndarray, budget_seconds: float
+) -> np.ndarray:
+    """[devices, formats]: which format each device can download within budget_seconds
+    (0 = no limit: every format)."""
+    if budget_seconds <= 0:
+        return np.ones((len(images), len(size)), dtype=bool)
+    return _seconds(images, down_bps, size) <= budget_seconds * (1 + 1e-12)
+
+
 def plan_formats(
     images: np.ndarray,
     down_bps: np.ndarray,
@@ -161,17 +171,14 @@ def plan_formats(
     size = table["bytes_per_image"].to_numpy(dtype=np.int64)
     acc = table["accuracy"].to_numpy(dtype=float)
     names = table["format"].to_numpy()
-    fits = np.ones((len(images), len(table)), dtype=bool)
-    if budget_seconds > 0:
-        secs = _seconds(images, down_bps, size)
-        fits = secs <= budget_seconds * (1 + 1e-12)
-        if not fits.any(axis=1).all():
-            worst = float(secs.min(axis=1).max())
-            raise MietError(
-                f"plan.budget_seconds={budget_seconds:g}: no format fits the slowest device "
-                f"(it needs {worst:.3g} s with the smallest format); raise the budget to at least "
-                "that or add a smaller format to plan.formats"
-            )
+    fits = _fits(images, down_bps, size, budget_seconds)
+    if not fits.any(axis=1).all():
+        worst = float(_seconds(images, down_bps, size).min(axis=1).max())
+        raise MietError(
+            f"plan.budget_seconds={budget_seconds:g}: no format fits the slowest device "
+            f"(it needs {worst:.3g} s with the smallest format); raise the budget to at least "
+            "that or add a smaller format to plan.formats"
+        )
     best = np.array([_best(fits[d], acc, size, tolerance) for d in range(len(images))], np.int64)
     if budget_bytes > 0:
         best = _within_total(images, size, acc, fits, best, budget_bytes)
@@ -253,9 +260,7 @@ def single_format(
     the budget (the fewest bytes among those within `tolerance` of it)."""
     images = np.asarray(images, dtype=np.int64)
     size = table["bytes_per_image"].to_numpy(dtype=np.int64)
-    ok = np.ones(len(table), dtype=bool)
-    if budget_seconds > 0:
-        ok &= (_seconds(images, down_bps, size) <= budget_seconds * (1 + 1e-12)).all(axis=0)
+    ok = _fits(images, down_bps, size, budget_seconds).all(axis=0)
     if budget_bytes > 0:
         ok &= images.sum() * size <= budget_bytes
     if not ok.any():

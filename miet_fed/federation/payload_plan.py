@@ -22,7 +22,6 @@ class Plan:
     formats: tuple[str, ...]  # per device: its format, '' where it is the cloud's cached one
     frame: pd.DataFrame  # plan.csv
     baseline: str  # the best single format for every device under the same budget
-    bytes_per_image: dict[str, int]  # format name -> encoded bytes of one image's payload
 
 
 def base_format(cfg: SimulateConfig) -> str:
@@ -63,7 +62,6 @@ def make_plan(cfg: SimulateConfig, images: Sequence[int]) -> Plan | None:
         formats=tuple("" if c == base else str(c) for c in chosen),
         frame=planner.plan_frame(counts, down, chosen, table),
         baseline=baseline,
-        bytes_per_image={**dict(zip(names, sizes, strict=True)), "": payload_info(cfg.model)[2]},
     )
 
 
