@@ -176,9 +176,8 @@ class Cohort:
 
     def _sample_bytes(self) -> int:
         """Decoded (float32) bytes of one payload (the largest, where a plan mixes formats)."""
-        return 4 * max(
-            (math.prod(self._shape(i)) for i in range(len(self)) if self._shape(i)), default=1
-        )
+        shapes = [self._shape(i) for i in range(len(self))]
+        return 4 * max((math.prod(shape) for shape in shapes if shape), default=1)
 
     def _shape(self, i: int) -> tuple[int, ...]:
         """Device i's payload shape per image: devices of a payload plan differ in tokens, and
@@ -192,15 +191,17 @@ class Cohort:
     def _chunks(self, sizes: Sequence[int], batch: int) -> list[list[int]]:
         """Devices with data, grouped by payload shape and sorted by size (similar sizes pad
         little), in stacked steps."""
-        shapes = [self._shape(i) for i in range(len(sizes))]
-        if len(set(shapes)) > 1:
-            return [
-                [mine[i] for i in chunk]
-                for shape in sorted(set(shapes))
-                for mine in [[i for i in range(len(sizes)) if shapes[i] == shape]]
-                for chunk in self._chunks_of([sizes[i] for i in mine], batch)
-            ]
-        return self._chunks_of(sizes, batch)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in range(len(sizes)):
+            by_shape.setdefault(self._shape(i), []).append(i)
+        if len(by_shape) == 1:
+            return self._chunks_of(sizes, batch)
+        out = []
+        for shape in sorted(by_shape):
+            mine = by_shape[shape]
+            chunks = self._chunks_of([sizes[i] for i in mine], batch)
+            out += [[mine[j] for j in chunk] for chunk in chunks]
+        return out
 
     def _chunks_of(self, sizes: Sequence[int], batch: int) -> list[list[int]]:
         """`_chunks` for devices of one payload shape."""
