@@ -43,8 +43,10 @@ class FeatureService:
         dataset_fingerprint: str,
         cache_root: Path | None = None,
         progress: bool = True,
+        shares: FeatureService | None = None,
     ) -> None:
         self.cfg = model
+        self.shares = shares  # another dataset's service whose backbone this one uses
         self.images = images
         self.progress = progress
         self.gather = get_gather(model.gather)
@@ -83,6 +85,8 @@ class FeatureService:
 
     @property
     def backbone(self) -> CloudBackbone:
+        if self.shares is not None:  # one model for every task: built once, by the first
+            return self.shares.backbone
         if self._backbone is None:
             self._backbone = build_backbone(
                 self.cfg.name, self.cfg.weights, self.cfg.img_size, self.cfg.device
@@ -140,6 +144,10 @@ class FeatureService:
         self.forwards += computed
         self.extract_seconds += time.perf_counter() - start
         return computed
+
+    def missing(self, ids: np.ndarray) -> np.ndarray:
+        """The ids among `ids` the cache lacks."""
+        return self.store.missing(np.asarray(ids, dtype=np.int64))
 
     def features(self, ids: np.ndarray, fmt: str = "") -> dict[str, torch.Tensor]:
         """Encoded payloads for `ids` (computed if missing): exactly what the edge receives.

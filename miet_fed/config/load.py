@@ -112,6 +112,9 @@ def _build_section(sec_cls: type, default: Any, raw: dict[str, Any], prefix: str
                 + ", ".join(f"{prefix}.{k}" for k in keys)
             )
         from_cli = isinstance(value, CliValue)
+        if _is_table_list(hints[key]):
+            values[key] = _table_list(hints[key], value, f"{prefix}.{key}", source, from_cli)
+            continue
         values[key] = coerce(
             f"{prefix}.{key}", str(value) if from_cli else value, hints[key], from_cli
         )
@@ -125,6 +128,28 @@ def _build_section(sec_cls: type, default: Any, raw: dict[str, Any], prefix: str
         validate(obj, prefix)
         return obj
     return replace(default, **values)
+
+
+def _is_table_list(typ: Any) -> bool:
+    """`tuple[SomeSection, ...]`: a TOML array of tables (`[[data.tasks]]`)."""
+    args = typing.get_args(typ)
+    return typing.get_origin(typ) is tuple and bool(args) and is_dataclass(args[0])
+
+
+def _table_list(typ: Any, value: Any, where: str, source: str, from_cli: bool) -> tuple:
+    """Each table of a `[[section.key]]` array built and checked as its own section."""
+    if from_cli:
+        raise MietError(
+            f"{where} is a list of tables: write one [[{where}]] table each in a config file "
+            "(miet-fed simulate FILE.toml), not --set"
+        )
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, dict) for v in value):
+        raise MietError(f"{where} in {source} must be [[{where}]] tables, got {value!r}")
+    cls = typing.get_args(typ)[0]
+    return tuple(
+        _build_section(cls, None, table, f"{where}[{i + 1}]", source)
+        for i, table in enumerate(value)
+    )
 
 
 def _strategy_tables(tables: dict[str, Any], strategy: str, source: str) -> Any:
@@ -257,12 +282,18 @@ def to_dict(cfg: Any) -> dict[str, Any]:
                 out[getattr(cfg, f.metadata["table"])] = to_dict(value)
         elif is_dataclass(value):
             out[f.name] = to_dict(value)
+        elif isinstance(value, tuple) and value and is_dataclass(value[0]):
+            out[f.name] = [to_dict(v) for v in value]
         else:
             out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
 
 
 def toml_value(value: Any) -> str:
+    if isinstance(value, dict):  # an inline table (a [[section.key]] entry)
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

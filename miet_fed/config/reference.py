@@ -102,7 +102,8 @@ def strip_runtime(cls: type, data: dict[str, Any]) -> dict[str, Any]:
         table = data.get(name)
         for f in fields(sec_cls):
             added = f.metadata.get("added") and isinstance(table, dict) and f.name in table
-            if added and table[f.name] == f.default:
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            if added and table[f.name] == default:
                 drop.setdefault(name, set()).add(f.name)
     out = {
         s: {k: v for k, v in t.items() if k not in drop.get(s, ())} if isinstance(t, dict) else t

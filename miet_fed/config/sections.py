@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from miet_fed.config.fields import Section, require, setting, validate
 from miet_fed.config.links import LinkConfig, PlanConfig
+from miet_fed.config.tasks import TaskConfig, check_tasks
 
 _DEVICE = r"auto|cpu|cuda(:\d+)?"
 
@@ -30,6 +31,34 @@ class DataConfig(Section):
         ge=1,
     )
     n_test: int = setting(1000, "held-out test images (0 = all the rest)", ge=0)
+    tasks: tuple[TaskConfig, ...] = setting(
+        (),
+        "several tasks on one backbone: one [[data.tasks]] table each (dataset, num_clients, "
+        "n_train, n_test, partition...); replaces data.dataset, n_train and n_test",
+        allowed="[[data.tasks]] tables (README: Tasks)",
+        added=True,  # at its default, runs from before it keep their identity
+    )
+
+    def check(self) -> None:
+        check_tasks(self.tasks)
+        if self.tasks:
+            moved = [
+                f"data.{k}"
+                for k in ("dataset", "n_train", "n_test")
+                if getattr(self, k) != getattr(DataConfig, k)
+            ]
+            require(
+                not moved,
+                f"{', '.join(moved)} {'is' if len(moved) == 1 else 'are'} not used with "
+                "[[data.tasks]]: set dataset, n_train and n_test in each task's table",
+            )
+
+    @property
+    def task_list(self) -> tuple[TaskConfig, ...]:
+        """The run's tasks: the `[[data.tasks]]` tables, or one made of data.dataset."""
+        if self.tasks:
+            return self.tasks
+        return (TaskConfig(dataset=self.dataset, n_train=self.n_train, n_test=self.n_test),)
 
 
 @dataclass(frozen=True)
@@ -47,6 +76,7 @@ class TuneDataConfig(DataConfig):
     )
 
     def check(self) -> None:
+        super().check()
         fifth = f"data.n_val={self.n_train // 5} (a fifth, as VTAB-1K's 200 of 1000) or "
         require(
             self.n_val < self.n_train,
@@ -376,3 +406,20 @@ class SimulateConfig:
     link: LinkConfig = field(default_factory=LinkConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        tasks = self.data.tasks
+        if not tasks:
+            return
+        n = sum(t.num_clients for t in tasks)
+        each = ", ".join(f"{t.label}: {t.num_clients}" for t in tasks)
+        require(
+            self.fed.num_clients == n,
+            f"fed.num_clients={self.fed.num_clients} but the tasks hold {n} devices ({each}); "
+            f"set fed.num_clients={n}",
+        )
+        require(
+            not self.fed.device_images,
+            "fed.device_images draws every device from one pool; with [[data.tasks]] each "
+            "task splits its own pool: set fed.device_images=0",
+        )

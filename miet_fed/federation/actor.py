@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from miet_fed.cloud.service import FeatureService
+from miet_fed.cloud.tasks import TaskFeatures
 from miet_fed.config import ModelConfig, RunConfig
 from miet_fed.data import load_dataset
 from miet_fed.errors import MietError
@@ -32,7 +33,7 @@ class BackboneServer:
     def __init__(
         self,
         model: ModelConfig,
-        dataset: str,
+        dataset: str | tuple[str, ...],
         cache_root: str,
         progress: bool,
         plugins: tuple[str, ...] = (),
@@ -42,8 +43,15 @@ class BackboneServer:
         # no CPU so that Flower's client pool keeps every core, but it extracts features before
         # round 1, when those cores are idle: let torch use them ($MIET_FED_THREADS may say fewer).
         torch.set_num_threads(cpu_threads())
-        ds = load_dataset(dataset)
-        self.service = FeatureService(model, ds.images, ds.fingerprint, Path(cache_root), progress)
+        self.service: FeatureService | TaskFeatures
+        if isinstance(dataset, str):
+            ds = load_dataset(dataset)
+            self.service = FeatureService(
+                model, ds.images, ds.fingerprint, Path(cache_root), progress
+            )
+        else:  # a multi-task run: every task's dataset from one model
+            datasets = [load_dataset(d) for d in dataset]
+            self.service = TaskFeatures(model, datasets, Path(cache_root), progress)
         self._progress = (0, 0)  # (images computed, images to compute) of the running ensure
         self.service.on_progress = self._note
 
@@ -64,7 +72,7 @@ class BackboneServer:
 
     def cached(self, ids: np.ndarray, fmt: str = "") -> dict[str, torch.Tensor]:
         """Served from cache only: a miss means the server did not prepare this image."""
-        missing = self.service.store.missing(ids)
+        missing = self.service.missing(ids)
         if len(missing):
             raise MietError(f"{len(missing)} images are not in the feature cache; run ensure first")
         return self.service.features(ids, fmt)
@@ -76,7 +84,7 @@ class BackboneServer:
         self.service.reset_stats()
 
 
-def actor_name(model: ModelConfig, dataset: str, cache_root: str) -> str:
+def actor_name(model: ModelConfig, dataset: str | tuple[str, ...], cache_root: str) -> str:
     """One backbone actor per (model settings, dataset, cache): reusable across runs."""
     import hashlib
     import json
@@ -87,7 +95,12 @@ def actor_name(model: ModelConfig, dataset: str, cache_root: str) -> str:
 
 
 def start_actor(
-    model: ModelConfig, dataset: str, cache_root: str, run: RunConfig, name: str, namespace: str
+    model: ModelConfig,
+    dataset: str | tuple[str, ...],
+    cache_root: str,
+    run: RunConfig,
+    name: str,
+    namespace: str,
 ) -> Any:
     import ray
 
@@ -310,5 +323,6 @@ def feature_source(spec_path: str, fmt: str = "") -> FeatureSource:
     if fmt:  # one on-disk reader for every format of the run
         return FeatureSource(None, feature_source(spec_path)._local, fmt)
     cfg = spec.config
-    local = BackboneServer(cfg.model, cfg.data.dataset, spec.cache_root, False)
+    datasets = tuple(t.dataset for t in spec.tasks) or cfg.data.dataset
+    local = BackboneServer(cfg.model, datasets, spec.cache_root, False)
     return FeatureSource(None, local)

@@ -41,6 +41,8 @@ from miet_fed.federation.sharing import (
 )
 from miet_fed.federation.spec import RunSpec, load_spec
 from miet_fed.federation.strategies import FedStrategy, get_strategy
+from miet_fed.federation.task_heads import task_weights
+from miet_fed.federation.tasks import task_key, task_view
 from miet_fed.torch_device import resolve_device
 
 ROWS = "rows"  # the reply's ConfigRecord holding one JSON row per device
@@ -54,22 +56,23 @@ def client_seed(run_seed: int, server_round: int, client: int) -> int:
     return int(np.random.SeedSequence([run_seed, server_round, client]).generate_state(1)[0])
 
 
-def init_network(spec: RunSpec) -> EdgeNetwork:
-    """Same seed on server and devices: shared init, and one common frozen head for FedBABU."""
+def init_network(spec: RunSpec, task: int = 0) -> EdgeNetwork:
+    """Same seed on server and devices: shared init, and one common frozen head for FedBABU.
+    A multi-task run's devices build their task's label space (`task`)."""
     torch.manual_seed(spec.config.run.seed)
     return build_edge_network(
         spec.config.edge.name,
         spec.payload_kind,
         spec.payload_shape,
-        spec.num_classes,
+        spec.classes_of(task),
         spec.config.edge,
     )
 
 
-@lru_cache(maxsize=2)
-def _template(spec_path: str) -> tuple[EdgeNetwork, dict[str, torch.Tensor]]:
-    """The architecture and initial state, built once per process and run."""
-    net = init_network(load_spec(spec_path))
+@lru_cache(maxsize=16)
+def _template(spec_path: str, task: int = 0) -> tuple[EdgeNetwork, dict[str, torch.Tensor]]:
+    """The architecture and initial state of a task's network, built once per process and run."""
+    net = init_network(load_spec(spec_path), task)
     return net, {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
@@ -162,9 +165,10 @@ class NodeCall:
             self.last.append(r)
             self.first.append(f)
 
-    def cohort(self, need_train: bool) -> Cohort:
-        spec, cfg = self.spec, self.spec.config
-        net, init = _template(self.spec_path)
+    def cohorts(self, need_train: bool) -> list[tuple[list[int], Cohort]]:
+        """The node's devices as one cohort per task (one in all, without tasks): each with
+        the positions of its devices in `self.devices`."""
+        spec = self.spec
         fetch_train = [need_train or f for f in self.first]
         parts = [
             spec.clients_train[d] if t else _NONE
@@ -173,7 +177,7 @@ class NodeCall:
         parts += [spec.clients_test[d] for d in self.devices]
         views = self._fetch(parts)
         n = len(self.devices)
-        data, slots = [], {"net": []}
+        data, saved = [], []
         for i, (d, r, t) in enumerate(zip(self.devices, self.last, fetch_train, strict=True)):
             train_ids, test_ids = spec.clients_train[d], spec.clients_test[d]
             data.append(
@@ -184,17 +188,34 @@ class NodeCall:
                     y_test=torch.from_numpy(spec.labels[test_ids]),
                 )
             )
-            saved = self.store.load(d, r)
-            slots["net"].append({**init, **saved.pop("net", {}), **self.received})
-            for name in self.strategy.personal_slots:
-                slots.setdefault(name, []).append(saved.get(name))
+            saved.append(self.store.load(d, r))
         self.t_fetch = time.perf_counter()
+        groups: dict[int, list[int]] = {}
+        for i, d in enumerate(self.devices):
+            groups.setdefault(spec.task_index(d), []).append(i)
+        return [
+            (mine, self._cohort(task, mine, data, saved)) for task, mine in sorted(groups.items())
+        ]
+
+    def _cohort(
+        self, task: int, mine: list[int], data: list[DeviceData], saved: list[dict[str, Any]]
+    ) -> Cohort:
+        cfg = self.spec.config
+        net, init = _template(self.spec_path, task)
+        received = self.received_by_task(task)
+        slots: dict[str, list[Any]] = {"net": []}
+        for i in mine:
+            own = dict(saved[i])
+            slots["net"].append({**init, **own.pop("net", {}), **received})
+            for name in self.strategy.personal_slots:
+                slots.setdefault(name, []).append(own.get(name))
+        devices = [self.devices[i] for i in mine]
         return Cohort(
             net=net,
-            devices=self.devices,
-            data=data,
+            devices=devices,
+            data=[data[i] for i in mine],
             slots=slots,
-            received=self.received,
+            received=received,
             optim=Optim(
                 cfg.train.epochs,
                 cfg.train.batch_size,
@@ -204,13 +225,18 @@ class NodeCall:
             ),
             generators=[
                 torch.Generator().manual_seed(client_seed(cfg.run.seed, self.round, d))
-                for d in self.devices
+                for d in devices
             ],
             fed=cfg.fed,
             engine="loop" if cfg.fed.devices_per_node == 1 else "stacked",
             stack=cfg.fed.stack,
             device=str(resolve_device(cfg.edge.device, "edge.device")),
         )
+
+    def received_by_task(self, task: int) -> dict[str, torch.Tensor]:
+        """What a device of `task` received: the shared keys and its own task's head, under the
+        network's own key names (everything received, without tasks)."""
+        return task_view(self.received, self.spec.tasks[task].name if self.spec.tasks else "")
 
     def _fetch(self, parts: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """Each part's payloads (the devices' train parts, then their test parts): one fetch per
@@ -226,30 +252,47 @@ class NodeCall:
                 views[i] = v
         return views
 
-    def device_rows(self, cohort: Cohort, values: list[dict[str, Any]]) -> None:
-        """One row per device: its metrics and every byte it sent or received."""
+    def device_rows(
+        self, cohorts: list[tuple[list[int], Cohort]], values: list[dict[str, Any]]
+    ) -> None:
+        """One row per device: its metrics and every byte it sent or received (as its own
+        Flower node would: the shared part of its own task's network)."""
         spec = self.spec
         n = len(self.devices)
         per_device = (time.perf_counter() - self.t0) / n  # the node's time, shared out
-        down = {
-            "params_down_bytes": record_nbytes(self.received_record),
-            "params_down_wire_bytes": record_wire_bytes(self.received_record),
-        }
-        for i, (d, first) in enumerate(zip(self.devices, self.first, strict=True)):
-            data = cohort.data[i]
-            contact = {"images_up_bytes": 0, "features_down_bytes": 0}
-            if first:
-                contact = {
-                    "images_up_bytes": (len(data.y_train) + len(data.y_test)) * spec.image_bytes,
-                    "features_down_bytes": codec.nbytes(data.x_train) + codec.nbytes(data.x_test),
-                }
-            row = {"client": d, **values[i], **contact, **down, "seconds": per_device}
-            self.rows.append(_with_own_size(row))
+        for mine, cohort in cohorts:
+            task = spec.task_index(cohort.devices[0])
+            down_record = (
+                state_to_record(self.received_by_task(task)) if spec.tasks else self.received_record
+            )
+            down = {
+                "params_down_bytes": record_nbytes(down_record),
+                "params_down_wire_bytes": record_wire_bytes(down_record),
+            }
+            image_bytes = spec.tasks[task].image_bytes if spec.tasks else spec.image_bytes
+            for j, i in enumerate(mine):
+                data = cohort.data[j]
+                contact = {"images_up_bytes": 0, "features_down_bytes": 0}
+                if self.first[i]:
+                    contact = {
+                        "images_up_bytes": (len(data.y_train) + len(data.y_test)) * image_bytes,
+                        "features_down_bytes": codec.nbytes(data.x_train)
+                        + codec.nbytes(data.x_test),
+                    }
+                row = {"client": self.devices[i], **values[i], **contact, **down}
+                self.rows.append(_with_own_size(row | {"seconds": per_device}))
 
-    def reply(self, msg: Message, arrays: ArrayRecord | None, weight: int) -> Message:
+    def reply(
+        self,
+        msg: Message,
+        arrays: ArrayRecord | None,
+        weight: int,
+        extra: dict[str, int] | None = None,
+    ) -> Message:
+        metrics = {"num-examples": weight, "devices": len(self.devices), **(extra or {})}
         content = RecordDict(
             {
-                "metrics": MetricRecord({"num-examples": weight, "devices": len(self.devices)}),
+                "metrics": MetricRecord(metrics),
                 ROWS: ConfigRecord({"json": json.dumps(self.rows)}),
             }
         )
@@ -264,6 +307,13 @@ def shared_mean(
     """The cohort's weighted mean of the shared part: with its total weight, FedAvg over nodes
     equals FedAvg over devices."""
     keys = shared_keys(net, part)
+    return state_to_record(weighted_mean(states, weights, keys), keys)
+
+
+def weighted_mean(
+    states: list[dict[str, torch.Tensor]], weights: list[int], keys: list[str]
+) -> dict[str, torch.Tensor]:
+    """Weighted mean of `keys` over `states`, summed in float64."""
     w = torch.tensor(weights, dtype=torch.float64) / float(sum(weights))
     mean = {}
     for k in keys:  # 64 devices per product (bounded memory), blocks summed in float64
@@ -272,7 +322,34 @@ def shared_mean(
             block = torch.stack([s[k] for s in states[i : i + 64]])
             acc += torch.tensordot(w[i : i + 64].to(block.dtype), block, 1)
         mean[k] = acc.float()
-    return state_to_record(mean, keys)
+    return mean
+
+
+def task_shared_mean(
+    spec: RunSpec, cohorts: list[tuple[list[int], Cohort]], weights: list[int], part: str
+) -> tuple[ArrayRecord, dict[str, int]]:
+    """A multi-task node's shared part: the shared body averaged over all its devices, each
+    task's shared head over that task's devices (as `<task>/<key>`), and each task's weight
+    (`task_heads.WEIGHT`), so the server averages heads within tasks."""
+    body, mean, task_weights = [], {}, {}
+    states: list[dict[str, torch.Tensor]] = []
+    all_weights: list[int] = []
+    for mine, cohort in cohorts:
+        keys = shared_keys(cohort.net, part)
+        head = set(cohort.net.head_keys())
+        body = [k for k in keys if k not in head]
+        w = [weights[i] for i in mine]
+        name = spec.tasks[spec.task_index(cohort.devices[0])].name
+        heads = [k for k in keys if k in head]
+        if heads:
+            own = weighted_mean(cohort.slots["net"], w, heads)
+            mean |= {task_key(name, k): v for k, v in own.items()}
+        task_weights[name] = int(sum(w))
+        states += cohort.slots["net"]
+        all_weights += w
+    if body:
+        mean |= weighted_mean(states, all_weights, body)
+    return state_to_record(mean), task_weights
 
 
 PROFILE_ENV = "MIET_FED_PROFILE"  # a folder: each node call's cProfile stats go there
@@ -304,61 +381,76 @@ def train(msg: Message, context: Context) -> Message:
     call = NodeCall(msg, "train")
     if not call.devices:  # every device failed before training: only their failure rows
         return call.reply(msg, ArrayRecord(), 0)
-    cohort = call.cohort(need_train=True)
+    cohorts = call.cohorts(need_train=True)
     t_setup = time.perf_counter()
-    results = call.strategy.local_update(cohort)
+    n = len(call.devices)
+    results: list[Any] = [None] * n
+    for mine, cohort in cohorts:
+        for i, r in zip(mine, call.strategy.local_update(cohort), strict=True):
+            results[i] = r
     t_update = time.perf_counter()
     share = call.strategy.share
-    personal = set(cohort.keys("all")) - set(shared_keys(cohort.net, share))
-    saved = []
-    for i, d in enumerate(call.devices):
-        slots = {"net": {k: v for k, v in cohort.slots["net"][i].items() if k in personal}}
-        for name in call.strategy.personal_slots:
-            if cohort.slots.get(name) and cohort.slots[name][i] is not None:
-                slots[name] = cohort.slots[name][i]
-        saved.append(call.store.save(d, call.round, slots))
-    weights = [len(d.y_train) for d in cohort.data]
-    arrays = shared_mean(cohort.net, cohort.slots["net"], weights, share)
-    up = state_to_record(cohort.slots["net"][0], shared_keys(cohort.net, share))
-    n = len(call.devices)
-    # Every device uploads the same shapes, and the protobuf/.npy size depends on shapes only.
-    same = {
-        "params_up_bytes": record_nbytes(up),
-        "params_up_wire_bytes": record_wire_bytes(up),
-        "received_digest": record_digest(call.received_record),
-    }
+    saved = [0] * n
+    weights = [0] * n
+    same: list[dict[str, Any]] = [{}] * n
+    digest = record_digest(call.received_record)
+    for mine, cohort in cohorts:
+        personal = set(cohort.keys("all")) - set(shared_keys(cohort.net, share))
+        # Every device of a task uploads the same shapes; protobuf/.npy sizes depend on shapes.
+        up = state_to_record(cohort.slots["net"][0], shared_keys(cohort.net, share))
+        sizes = {
+            "params_up_bytes": record_nbytes(up),
+            "params_up_wire_bytes": record_wire_bytes(up),
+            "received_digest": digest,
+        }
+        for j, i in enumerate(mine):
+            d = call.devices[i]
+            slots = {"net": {k: v for k, v in cohort.slots["net"][j].items() if k in personal}}
+            for name in call.strategy.personal_slots:
+                if cohort.slots.get(name) and cohort.slots[name][j] is not None:
+                    slots[name] = cohort.slots[name][j]
+            saved[i] = call.store.save(d, call.round, slots)
+            weights[i] = len(cohort.data[j].y_train)
+            same[i] = sizes
+    extra: dict[str, int] = {}
+    if call.spec.tasks:
+        arrays, per_task = task_shared_mean(call.spec, cohorts, weights, share)
+        extra = task_weights(call.spec, per_task)
+    else:
+        ((_, cohort),) = cohorts
+        arrays = shared_mean(cohort.net, cohort.slots["net"], weights, share)
     values = [
         {
             "num-examples": weights[i],
             "train_loss": float(results[i][0]),
             "train_acc": float(results[i][1]),
-            **same,
+            **same[i],
             "state_saved": int(saved[i]),
             "setup_seconds": (t_setup - call.t0) / n,
             "update_seconds": (t_update - t_setup) / n,
         }
         for i in range(n)
     ]
-    call.device_rows(cohort, values)
-    return call.reply(msg, arrays, int(sum(weights)))
+    call.device_rows(cohorts, values)
+    return call.reply(msg, arrays, int(sum(weights)), extra)
 
 
 @app.evaluate()
 @profiled
 def evaluate(msg: Message, context: Context) -> Message:
     call = NodeCall(msg, "evaluate")
-    cohort = call.cohort(need_train=call.strategy.eval_needs_train)
-    results = call.strategy.personal_eval(cohort)
-    values = [
-        {
-            "num-examples": len(d.y_test),
-            "personal_loss": float(loss),
-            "personal_acc": float(acc),
-        }
-        for d, (loss, acc) in zip(cohort.data, results, strict=True)
-    ]
-    call.device_rows(cohort, values)
-    return call.reply(msg, None, int(sum(len(d.y_test) for d in cohort.data)))
+    cohorts = call.cohorts(need_train=call.strategy.eval_needs_train)
+    values: list[dict[str, Any]] = [{}] * len(call.devices)
+    for mine, cohort in cohorts:
+        results = call.strategy.personal_eval(cohort)
+        for j, (i, (loss, acc)) in enumerate(zip(mine, results, strict=True)):
+            values[i] = {
+                "num-examples": len(cohort.data[j].y_test),
+                "personal_loss": float(loss),
+                "personal_acc": float(acc),
+            }
+    call.device_rows(cohorts, values)
+    return call.reply(msg, None, int(sum(v["num-examples"] for v in values)))
 
 
 @app.query()

@@ -18,6 +18,7 @@ from miet_fed.errors import MietError
 from miet_fed.federation.payload_plan import base_format, feature_bytes_by_format
 from miet_fed.federation.spec import RunSpec
 from miet_fed.federation.strategies import get_strategy
+from miet_fed.federation.tasks import task_of_devices
 from miet_fed.results import setting_fields, write_json
 
 ROWS = "rows.jsonl"
@@ -76,6 +77,10 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
         failed.dropna(axis=1, how="all").to_csv(folder / "failures.csv", index=False)
 
     clients = _clients_table(ok)
+    if spec.tasks:
+        names = [t.name for t in spec.tasks]
+        tasks = task_of_devices(spec.tasks, clients["client"].to_numpy(dtype=np.int64))
+        clients.insert(2, "task", [names[t] for t in tasks])
     clients.to_csv(folder / "clients.csv", index=False)
 
     replies = ok[ok.phase.isin(["train", "evaluate"])]
@@ -84,24 +89,7 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
 
     # The cost model, from the configuration and who took part.
     strategy = get_strategy(cfg.fed.strategy)
-    counts = param_counts(
-        cfg.edge.name, spec.payload_kind, spec.payload_shape, spec.num_classes, cfg.edge
-    )
-    shared = cost.shared_params(counts, strategy.share)
-    contacted = replies["client"].dropna().astype(int).unique()
-    sizes = [len(spec.clients_train[c]) + len(spec.clients_test[c]) for c in contacted]
-    per_image = feature_bytes_by_format(cfg, spec.formats)  # one entry without a plan
-    model = ledger_mod.model_bytes(
-        spec.image_bytes,
-        spec.feature_bytes,
-        int(sum(sizes)),
-        shared,
-        int((replies.phase == "train").sum()),
-        int((replies.phase == "evaluate").sum()),
-        feature_total=sum(
-            n * per_image[spec.format_of(c)] for n, c in zip(sizes, contacted, strict=True)
-        ),
-    )
+    model, shared = _model_bytes(spec, replies, strategy.share)
     measured = ledger_mod.totals(ledger)
 
     # Per round: learning, bytes and link time.
@@ -118,7 +106,8 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
     per_round = clients.groupby("round").agg(**agg)
     server = _phase(ok, "server")
     if "global_acc" in server:
-        per_round = per_round.join(server.set_index("round")[["global_acc"]], how="outer")
+        accs = ["global_acc", *(c for c in server if c.startswith("global_acc["))]
+        per_round = per_round.join(server.set_index("round")[accs], how="outer")
     if "elapsed_seconds" in server:  # wall time since the server started, at each round's end
         per_round = per_round.join(server.set_index("round")[["elapsed_seconds"]], how="outer")
     per_round = per_round.reindex(range(0 if "global_acc" in server else 1, cfg.fed.rounds + 1))
@@ -159,7 +148,7 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
     all_ids = np.concatenate([*spec.clients_train, *spec.clients_test, spec.global_test])
     summary: dict[str, Any] = {
         "command": "simulate",
-        "dataset": cfg.data.dataset,
+        "dataset": "+".join(t.dataset for t in spec.tasks) or cfg.data.dataset,
         "strategy": cfg.fed.strategy,
         "shared": strategy.share,
         "num_clients": cfg.fed.num_clients,
@@ -171,6 +160,7 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
         "personal_acc": value("personal_acc"),
         "personal_acc_weighted": weighted,
         "global_acc": value("global_acc"),
+        **_per_task(spec, final, value),
         "failures": int(len(failed)),
         "pool_images": int(sum(map(len, spec.clients_train)) + sum(map(len, spec.clients_test))),
         "unique_images": int(len(np.unique(all_ids))),
@@ -183,7 +173,7 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
         "bytes_served": stats.get("bytes_served"),
         "features_via_actor": stats.get("via_actor"),
         "feature_bytes_per_image": spec.feature_bytes,
-        **_plan_fields(cfg, spec, per_image),
+        **_plan_fields(cfg, spec, feature_bytes_by_format(cfg, spec.formats)),
         "image_bytes": spec.image_bytes,
         "shared_params": shared,
         "total_bytes": int(ledger["bytes"].sum()),
@@ -198,6 +188,67 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
     }
     write_json(folder / "summary.json", summary)
     return summary
+
+
+def _model_bytes(spec: RunSpec, replies: pd.DataFrame, share: str) -> tuple[dict[str, int], int]:
+    """What the ledger must hold (`ledger.model_bytes`), summed over tasks (each with its own
+    images' size and its own head), and the shared parameters of a (the first task's) device."""
+    cfg = spec.config
+    per_image = feature_bytes_by_format(cfg, spec.formats)  # one entry without a plan
+    clients = replies["client"].dropna().astype(int)
+    task_of = task_of_devices(spec.tasks, clients.to_numpy())
+    contacted = clients.unique()
+    contacted_task = task_of_devices(spec.tasks, contacted)
+    total: dict[str, int] = {}
+    first = None
+    for t in range(max(1, len(spec.tasks))):
+        counts = param_counts(
+            cfg.edge.name, spec.payload_kind, spec.payload_shape, spec.classes_of(t), cfg.edge
+        )
+        shared = cost.shared_params(counts, share)
+        first = shared if first is None else first
+        mine = contacted[contacted_task == t]
+        sizes = [len(spec.clients_train[c]) + len(spec.clients_test[c]) for c in mine]
+        phases = replies.phase[task_of == t]
+        part = ledger_mod.model_bytes(
+            spec.tasks[t].image_bytes if spec.tasks else spec.image_bytes,
+            spec.feature_bytes,
+            int(sum(sizes)),
+            shared,
+            int((phases == "train").sum()),
+            int((phases == "evaluate").sum()),
+            feature_total=sum(
+                n * per_image[spec.format_of(c)] for n, c in zip(sizes, mine, strict=True)
+            ),
+        )
+        total = {k: total.get(k, 0) + v for k, v in part.items()}
+    return total, int(first or 0)
+
+
+def _per_task(spec: RunSpec, final: pd.DataFrame, value: Any) -> dict[str, Any]:
+    """A multi-task run's accuracies per task (`per_task`) and averaged over tasks."""
+    if not spec.tasks:
+        return {}
+    per_task: dict[str, dict[str, Any]] = {}
+    for task in spec.tasks:
+        mine = final[final["task"] == task.name] if "task" in final else final.iloc[:0]
+        done = mine.dropna(subset=["personal_acc"]) if "personal_acc" in mine else mine.iloc[:0]
+        per_task[task.name] = {
+            "dataset": task.dataset,
+            "devices": task.num_devices,
+            "classes": task.num_classes,
+            "personal_acc": float(done.personal_acc.mean()) if len(done) else None,
+            "personal_acc_weighted": (
+                float(np.average(done.personal_acc, weights=done.n_test)) if len(done) else None
+            ),
+            "global_acc": value(f"global_acc[{task.name}]"),
+        }
+    accs = [v["personal_acc"] for v in per_task.values() if v["personal_acc"] is not None]
+    return {
+        "tasks": [t.name for t in spec.tasks],
+        "per_task": per_task,
+        "personal_acc_task_mean": float(np.mean(accs)) if accs else None,
+    }
 
 
 def _plan_fields(cfg: Any, spec: RunSpec, per_image: dict[str, int]) -> dict[str, Any]:

@@ -34,13 +34,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def app_config_tables(config: Path = ROOT / "configs" / "simulate.toml") -> dict[str, Any]:
     """Every simulate key with the value `configs/simulate.toml` gives it, by section, and every
     strategy's own table (`[fed.fedprox]`...) with its defaults, so `--run-config` can set any
-    of them. `run.plugins` is left out: Flower's config values are scalars, not lists, and a
-    plugin's names could not be checked before it is loaded."""
+    of them. `run.plugins` and `data.tasks` are left out: Flower's config values are scalars,
+    not lists, and a plugin's names could not be checked before it is loaded."""
     from miet_fed.config import SimulateConfig, load_config, to_dict
     from miet_fed.config.reference import strategy_rows
 
     tables = to_dict(load_config(SimulateConfig, config, {}))
     tables["run"].pop("plugins")
+    tables["data"].pop("tasks")  # a list of tables: `flwr run` takes one dataset
     for row in strategy_rows():
         _, strategy, key = row.key.split(".")
         tables["fed"].setdefault(strategy, {}).setdefault(key, row.default)

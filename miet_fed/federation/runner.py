@@ -28,11 +28,12 @@ from miet_fed.federation.checkpoint import checkpointed
 from miet_fed.federation.cohorts import num_nodes
 from miet_fed.federation.collect import collect
 from miet_fed.federation.logs import quiet_flower
-from miet_fed.federation.partition import make_clients, partition_table
+from miet_fed.federation.partition import partition_table
 from miet_fed.federation.payload_plan import Plan, make_plan
 from miet_fed.federation.population import sample_population
 from miet_fed.federation.ray_setup import _init_ray, end_of_run, in_session, session_actor
 from miet_fed.federation.spec import RunSpec
+from miet_fed.federation.tasks import TaskData, load_tasks
 from miet_fed.logging_hooks import check_tensorboard
 from miet_fed.paths import cache_dir
 from miet_fed.results import atomic_dir, run_identity, run_path, slug
@@ -45,6 +46,8 @@ WORKER_RESTARTS = 10  # per ClientApp worker process (killed by the OOM killer, 
 def default_name(cfg: SimulateConfig) -> str:
     m, f = cfg.model, cfg.fed
     data = cfg.data.dataset.split(":")[-1].rstrip("/").split("/")[-1]
+    if cfg.data.tasks:
+        data = f"{len(cfg.data.tasks)}tasks"
     part = f.partition + (f"{f.alpha:g}" if f.partition == "dirichlet" else "")
     return slug(
         "simulate",
@@ -111,10 +114,10 @@ def prepare(
     """Data, pool, partitions, payload shape and the number of cohort nodes (`nodes`: as many
     as the federation has, under `flwr run`): everything decided before any process starts."""
     check_names(cfg)
-    ds = load_dataset(cfg.data.dataset)
-    split = vtab_split(ds.labels, cfg.data.n_train, cfg.data.n_test or None, cfg.run.seed)
     f = cfg.fed
     if f.device_images:  # each device draws its own few images: any number of devices
+        ds = load_dataset(cfg.data.dataset)
+        split = vtab_split(ds.labels, cfg.data.n_train, cfg.data.n_test or None, cfg.run.seed)
         clients = sample_population(
             split.train,
             ds.labels,
@@ -127,19 +130,20 @@ def prepare(
             f.min_train,
             cfg.run.seed,
         )
-    else:
-        clients = make_clients(
-            split.train,
-            ds.labels,
-            f.num_clients,
-            f.partition,
-            f.alpha,
-            f.classes_per_client,
-            f.test_fraction,
-            f.min_train,
-            1,
-            cfg.run.seed,
+        data = TaskData(
+            clients=clients,
+            global_test=split.test,
+            labels=ds.labels.astype(np.int64),
+            num_classes=ds.num_classes,
+            image_bytes=int(ds.images[0].nbytes),
+            fingerprint=ds.fingerprint,
+            partitions=partition_table(clients, ds.labels, ds.num_classes),
+            tasks=(),
+            used=np.unique(np.concatenate([split.train, split.test])),
         )
+    else:
+        data = load_tasks(cfg)  # one dataset, or [[data.tasks]]
+    clients = data.clients
     kind, shape, feature_bytes = payload_info(cfg.model)
     plan = make_plan(cfg, [len(c.train) + len(c.test) for c in clients])
     spec = RunSpec(
@@ -148,23 +152,29 @@ def prepare(
         sink=str(sink),
         clients_train=[c.train for c in clients],
         clients_test=[c.test for c in clients],
-        global_test=split.test,
-        labels=ds.labels.astype(np.int64),
-        num_classes=ds.num_classes,
+        global_test=data.global_test,
+        labels=data.labels,
+        num_classes=data.num_classes,
         payload_kind=kind,
         payload_shape=shape,
-        actor=actor_name(cfg.model, cfg.data.dataset, str(cache_dir())),
-        image_bytes=int(ds.images[0].nbytes),
+        actor=actor_name(cfg.model, backbone_datasets(cfg), str(cache_dir())),
+        image_bytes=data.image_bytes,
         feature_bytes=feature_bytes,
         checkpoint=ckpt,
         resume_round=resume_round,
         num_nodes=nodes or num_nodes(f.num_clients, f.devices_per_node, client_workers(cfg)),
         state_dir=str((Path(ckpt) if ckpt else sink.absolute()) / DEVICE_STATE),
         formats=plan.formats if plan else (),
+        tasks=data.tasks,
     )
-    used = np.unique(np.concatenate([split.train, split.test]))
-    table = partition_table(clients, ds.labels, ds.num_classes)
-    return Prepared(spec, table, used, ds.fingerprint, plan)
+    return Prepared(spec, data.partitions, data.used, data.fingerprint, plan)
+
+
+def backbone_datasets(cfg: SimulateConfig) -> str | tuple[str, ...]:
+    """What the backbone actor serves: the dataset, or every task's dataset in task order."""
+    if cfg.data.tasks:
+        return tuple(t.dataset for t in cfg.data.tasks)
+    return cfg.data.dataset
 
 
 def plan_check(cfg: SimulateConfig) -> None:
@@ -270,7 +280,7 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
             prep.spec.actor,
             lambda: start_actor(
                 cfg.model,
-                cfg.data.dataset,
+                backbone_datasets(cfg),
                 prep.spec.cache_root,
                 cfg.run,
                 prep.spec.actor,

@@ -43,6 +43,8 @@ from miet_fed.federation.recorder import Recorder
 from miet_fed.federation.sharing import extract, record_nbytes, record_to_state
 from miet_fed.federation.spec import RunSpec, load_spec
 from miet_fed.federation.strategies import FedStrategy, get_strategy
+from miet_fed.federation.task_heads import average_within_tasks
+from miet_fed.federation.tasks import task_key, task_of_images, task_view
 
 KILL_ACTOR_ENV = "MIET_FED_KILL_ACTOR_AFTER_ROUND"  # fault injection for tests
 
@@ -81,6 +83,7 @@ def make_flower_strategy(
 
     class Cohorts(base):  # type: ignore[misc, valid-type]
         def configure_train(self, server_round, arrays, config, grid):  # noqa: ANN001
+            self.miet_current = arrays  # the heads a multi-task round did not train keep these
             p = plan("train", server_round)
             view = flower_compat.NodesView(grid, sorted(p))
             messages = super().configure_train(server_round, arrays, config, view) if p else []
@@ -100,6 +103,8 @@ def make_flower_strategy(
             trained = [m for m in replies if m.has_error() or _weight(m) > 0]
             if not any(not m.has_error() for m in trained):
                 return None, None  # nothing to aggregate: the global model stays
+            if spec.tasks:
+                average_within_tasks(trained, self.miet_current)
             arrays, metrics = super().aggregate_train(server_round, trained)
             return as_float32(arrays), metrics
 
@@ -222,12 +227,18 @@ def run_server(grid: Grid, spec_path: str) -> None:
     recorder = Recorder(spec, order)
     registry = Registry(spec.config.fed.num_clients)
     store = DeviceStore(spec.state_dir)
-    net = init_network(spec)
-    initial = extract(net, strategy.share)
-    x_test = y_test = None
+    nets = [init_network(spec, t) for t in range(max(1, len(spec.tasks)))]
+    initial = initial_arrays(spec, nets, strategy.share)
+    tests: list[tuple[str, Any, torch.Tensor]] = []  # (task, payloads, labels) of the global test
     if strategy.global_model and len(spec.global_test):
-        x_test = source.features(spec.global_test)
-        y_test = torch.from_numpy(spec.labels[spec.global_test])
+        x_all = source.features(spec.global_test)
+        which = task_of_images(spec.tasks, spec.global_test)
+        for t in range(len(nets)):
+            pos = np.flatnonzero(which == t)
+            index = torch.from_numpy(pos)
+            x = x_all if len(nets) == 1 else {k: v[index] for k, v in x_all.items()}
+            y = torch.from_numpy(spec.labels[spec.global_test[pos]])
+            tests.append((spec.tasks[t].name if spec.tasks else "", x, y))
 
     def global_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         row: dict[str, Any] = {
@@ -237,10 +248,18 @@ def run_server(grid: Grid, spec_path: str) -> None:
             "elapsed_seconds": recorder.elapsed(),  # since the server started: s/round
         }
         global_acc = None
-        if x_test is not None:
-            net.load_state_dict(record_to_state(arrays))
-            loss, global_acc = evaluate(net, x_test, y_test)
-            row.update(global_loss=loss, global_acc=global_acc)
+        state = record_to_state(arrays) if tests else {}
+        for t, (name, x, y) in enumerate(tests):
+            nets[t].load_state_dict(task_view(state, name))
+            loss, acc = evaluate(nets[t], x, y)
+            if name:
+                row |= {f"global_loss[{name}]": loss, f"global_acc[{name}]": acc}
+            else:
+                row.update(global_loss=loss, global_acc=acc)
+        if tests and spec.tasks:  # the tasks' mean, each task counted once
+            row["global_acc"] = float(np.mean([row[f"global_acc[{n}]"] for n, _, _ in tests]))
+            row["global_loss"] = float(np.mean([row[f"global_loss[{n}]"] for n, _, _ in tests]))
+        global_acc = row.get("global_acc")
         recorder.write(row)
         recorder.end_round(server_round, global_acc)
         if os.environ.get(KILL_ACTOR_ENV) == str(server_round):
@@ -289,6 +308,20 @@ def run_server(grid: Grid, spec_path: str) -> None:
     stats = source.stats()
     stats["via_actor"] = source.via_actor
     (Path(spec.sink) / "backbone_stats.json").write_text(json.dumps(stats))
+
+
+def initial_arrays(spec: RunSpec, nets: list[Any], share: str) -> ArrayRecord:
+    """Round 1's global state: the shared part of the (first task's) network; with tasks, each
+    task's shared head under `<task>/<key>`, the body once."""
+    record = extract(nets[0], share)
+    if not spec.tasks:
+        return record
+    head = set(nets[0].head_keys())
+    out = {k: v for k, v in record.items() if k not in head}
+    for task, net in zip(spec.tasks, nets, strict=True):
+        own = extract(net, share)
+        out |= {task_key(task.name, k): v for k, v in own.items() if k in head}
+    return ArrayRecord(out)
 
 
 def make_server_app(spec_path: str) -> ServerApp:

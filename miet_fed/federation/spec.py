@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from miet_fed.config import SimulateConfig, build_config
+from miet_fed.federation.tasks import TaskInfo, task_of_devices
 from miet_fed.files import write_text
 
 ACTOR_NAME = "miet-fed-backbone"
@@ -45,9 +46,22 @@ class RunSpec:
     #: each device's payload format (`plan.formats`; '' = the cloud's cached format), or empty
     #: without a plan
     formats: tuple[str, ...] = ()
+    #: the tasks of a multi-task run (`[[data.tasks]]`), or empty (miet_fed.federation.tasks)
+    tasks: tuple[TaskInfo, ...] = ()
 
     def format_of(self, device: int) -> str:
         return self.formats[device] if self.formats else ""
+
+    def task_index(self, device: int) -> int:
+        """Index of the device's task (0 without tasks)."""
+        return int(task_of_devices(self.tasks, np.array([device]))[0])
+
+    def task_name(self, device: int) -> str:
+        """The device's task ('' without tasks)."""
+        return self.tasks[self.task_index(device)].name if self.tasks else ""
+
+    def classes_of(self, task: int) -> int:
+        return self.tasks[task].num_classes if self.tasks else self.num_classes
 
     def save(self, path: Path) -> None:
         from miet_fed.config import to_dict
@@ -72,6 +86,7 @@ class RunSpec:
             "num_nodes": self.num_nodes,
             "state_dir": self.state_dir,
             "formats": list(self.formats),
+            "tasks": [t.to_dict() for t in self.tasks],
         }
         write_text(path, json.dumps(data))
 
@@ -101,4 +116,5 @@ def load_spec(path: str) -> RunSpec:
         num_nodes=int(data.get("num_nodes", 1)),
         state_dir=data.get("state_dir", ""),
         formats=tuple(data.get("formats", ())),
+        tasks=tuple(TaskInfo(**t) for t in data.get("tasks", ())),
     )
