@@ -26,7 +26,7 @@ import torch
 from miet_fed.cloud.gather import get_gather
 from miet_fed.cloud.service import FeatureService
 from miet_fed.comm.cost import check_dtype, raw_image_bytes
-from miet_fed.config import TuneConfig, to_toml
+from miet_fed.config import TaskConfig, TuneConfig, to_toml
 from miet_fed.data import Split, load_dataset, vtab_split
 from miet_fed.edge.networks import build_edge_network, check_pair
 from miet_fed.edge.train import Optim, evaluate, fit
@@ -44,9 +44,10 @@ from miet_fed.results import (
 
 def default_name(cfg: TuneConfig) -> str:
     m = cfg.model
+    data = cfg.data.dataset.split(":")[-1].rstrip("/").split("/")[-1]
     return slug(
         "tune",
-        cfg.data.dataset.split(":")[-1].rstrip("/").split("/")[-1],
+        f"{len(cfg.data.tasks)}tasks" if cfg.data.tasks else data,
         m.gather,
         f"k{m.k}",
         m.dtype,
@@ -64,10 +65,10 @@ def check_names(cfg: TuneConfig) -> None:
     check_tensorboard(cfg.run.tensorboard)
 
 
-def split_of(cfg: TuneConfig, labels: np.ndarray) -> Split:
-    """The run's train/val/test selection (val out of the data.n_train selected images)."""
-    d = cfg.data
-    return vtab_split(labels, d.n_train, d.n_test or None, cfg.run.seed, d.n_val)
+def split_of(cfg: TuneConfig, labels: np.ndarray, task: TaskConfig | None = None) -> Split:
+    """The run's (or a task's) train/val/test selection (val out of the selected n_train)."""
+    d = task or cfg.data
+    return vtab_split(labels, d.n_train, d.n_test or None, cfg.run.seed, cfg.data.n_val)
 
 
 def plan_check(cfg: TuneConfig) -> None:
@@ -76,7 +77,8 @@ def plan_check(cfg: TuneConfig) -> None:
     from miet_fed.cloud.service import payload_info
 
     check_names(cfg)
-    split_of(cfg, load_dataset(cfg.data.dataset).labels)
+    for task in cfg.data.task_list:
+        split_of(cfg, load_dataset(task.dataset).labels, task)
     payload_info(cfg.model)
 
 
@@ -103,16 +105,50 @@ class BestEpoch:
 
 
 def run_tune(cfg: TuneConfig) -> dict[str, Any]:
-    """Run the job, write `results/<run>/` atomically, return the summary."""
+    """Run the job, write `results/<run>/` atomically, return the summary. With
+    `[[data.tasks]]`, one device tunes one edge network per task on one backbone (the paper's
+    one-device, many-task table): each task's log under `tasks/<name>/`, metrics.csv with a
+    task column, and the summary's `per_task` (test_acc etc. averaged over tasks at the top)."""
     t0 = time.perf_counter()
     check_names(cfg)
     out = run_path(cfg.run.out, default_name(cfg))
     identity, overwrite = run_identity("tune", cfg), cfg.run.overwrite
     check_replaceable(out, identity, overwrite)  # before any work, not after it
-    ds = load_dataset(cfg.data.dataset)
-    split = split_of(cfg, ds.labels)
-    service = FeatureService(cfg.model, ds.images, ds.fingerprint, progress=cfg.run.progress)
-    service.ensure(np.concatenate([split.train, split.val, split.test]))
+    jobs, first = [], None
+    for task in cfg.data.task_list:
+        ds = load_dataset(task.dataset)
+        split = split_of(cfg, ds.labels, task)
+        service = FeatureService(
+            cfg.model, ds.images, ds.fingerprint, progress=cfg.run.progress, shares=first
+        )
+        first = first or service  # one backbone for every task
+        jobs.append((task, ds, split, service))
+    for _, _, split, service in jobs:
+        service.ensure(np.concatenate([split.train, split.val, split.test]))
+    with atomic_dir(out, identity, overwrite) as tmp:  # held from here: the log is written live
+        results = []
+        for task, ds, split, service in jobs:
+            folder = tmp / "tasks" / task.label if cfg.data.tasks else tmp
+            folder.mkdir(parents=True, exist_ok=True)
+            results.append(_tune_task(cfg, ds, split, service, folder))
+        (tmp / "config.toml").write_text(to_toml(cfg))
+        if not cfg.data.tasks:
+            ((rows, summary),) = results
+        else:
+            rows, summary = _task_summary(cfg, jobs, results)
+        summary |= {**_service_stats(jobs), "wall_seconds": round(time.perf_counter() - t0, 3)}
+        pd.DataFrame(rows).reindex(columns=_columns(cfg, rows)).to_csv(
+            tmp / "metrics.csv", index=False
+        )
+        write_json(tmp / "summary.json", summary)
+    summary["out"] = str(out)
+    return summary
+
+
+def _tune_task(
+    cfg: TuneConfig, ds: Any, split: Split, service: FeatureService, folder: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One task's tuning on its cached payloads: its epoch rows and summary fields."""
     data = {
         part: (service.features(idx), torch.from_numpy(ds.labels[idx]).long())
         for part, idx in (("train", split.train), ("val", split.val), ("test", split.test))
@@ -126,82 +162,117 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     )
     rows: list[dict[str, Any]] = []
     best = BestEpoch()
-    with atomic_dir(out, identity, overwrite) as tmp:  # held from here: the log is written live
-        hooks = open_hooks(tmp, cfg.train.epochs, tensorboard=cfg.run.tensorboard, unit="epoch")
-        t_train = time.perf_counter()
+    hooks = open_hooks(folder, cfg.train.epochs, tensorboard=cfg.run.tensorboard, unit="epoch")
+    t_train = time.perf_counter()
 
-        def on_epoch(epoch: int, loss: float, acc: float) -> bool:
-            """Log the epoch (validation, and test only as the asked-for diagnostic); True
-            stops training: `patience` epochs without a better validation accuracy."""
-            scalars = {"train_loss": loss, "train_acc": acc}
-            if has_val:
-                scalars["val_loss"], scalars["val_acc"] = evaluate(net, *data["val"])
-                best.update(net, epoch + 1, scalars["val_loss"], scalars["val_acc"])
-            if test_curve:
-                scalars["test_loss"], scalars["test_acc"] = evaluate(net, *data["test"])
-            net.train()
-            line = hooks.round(epoch + 1, scalars)
-            if cfg.run.progress:
-                print(line, file=sys.stderr, flush=True)
-            seconds = round(time.perf_counter() - t_train, 3)
-            val = {k: scalars.get(k, math.nan) for k in ("val_loss", "val_acc")}
-            rows.append({"epoch": epoch + 1, **scalars, **val, "seconds": seconds})
-            return bool(patience) and best.stale >= patience
+    def on_epoch(epoch: int, loss: float, acc: float) -> bool:
+        """Log the epoch (validation, and test only as the asked-for diagnostic); True
+        stops training: `patience` epochs without a better validation accuracy."""
+        scalars = {"train_loss": loss, "train_acc": acc}
+        if has_val:
+            scalars["val_loss"], scalars["val_acc"] = evaluate(net, *data["val"])
+            best.update(net, epoch + 1, scalars["val_loss"], scalars["val_acc"])
+        if test_curve:
+            scalars["test_loss"], scalars["test_acc"] = evaluate(net, *data["test"])
+        net.train()
+        line = hooks.round(epoch + 1, scalars)
+        if cfg.run.progress:
+            print(line, file=sys.stderr, flush=True)
+        seconds = round(time.perf_counter() - t_train, 3)
+        val = {k: scalars.get(k, math.nan) for k in ("val_loss", "val_acc")}
+        rows.append({"epoch": epoch + 1, **scalars, **val, "seconds": seconds})
+        return bool(patience) and best.stale >= patience
 
-        with hooks:
-            gen = torch.Generator().manual_seed(cfg.run.seed)
-            optim = Optim(
-                cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.weight_decay
+    with hooks:
+        gen = torch.Generator().manual_seed(cfg.run.seed)
+        optim = Optim(cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.weight_decay)
+        fit(net, *data["train"], optim, gen, on_epoch=on_epoch)
+        train_seconds = time.perf_counter() - t_train
+        epochs_run = len(rows)
+        if epochs_run < cfg.train.epochs:
+            hooks.text(
+                f"early stop after epoch {epochs_run}: no better val_acc in {patience} epochs"
             )
-            fit(net, *data["train"], optim, gen, on_epoch=on_epoch)
-            train_seconds = time.perf_counter() - t_train
-            epochs_run = len(rows)
-            if epochs_run < cfg.train.epochs:
-                hooks.text(
-                    f"early stop after epoch {epochs_run}: no better val_acc in {patience} epochs"
-                )
-            if has_val:
-                best.restore(net)  # the selected epoch's parameters, tested once below
-                kept = f"epoch {best.epoch} (best val_acc {best.acc:.4f})"
-            else:
-                kept = f"last epoch {epochs_run} (no validation: data.n_val=0)"
-            test_loss, test_acc = evaluate(net, *data["test"])
-            hooks.text(f"final: {kept}, test_acc {test_acc:.4f}, test_loss {test_loss:.4f}")
+        if has_val:
+            best.restore(net)  # the selected epoch's parameters, tested once below
+            kept = f"epoch {best.epoch} (best val_acc {best.acc:.4f})"
+        else:
+            kept = f"last epoch {epochs_run} (no validation: data.n_val=0)"
+        test_loss, test_acc = evaluate(net, *data["test"])
+        hooks.text(f"final: {kept}, test_acc {test_acc:.4f}, test_loss {test_loss:.4f}")
 
-        h, w = ds.images.shape[1:3]
-        channels = 1 if ds.images.ndim == 3 else ds.images.shape[3]
-        summary = {
-            "command": "tune",
-            "dataset": cfg.data.dataset,
-            "n_train": len(split.train),  # the images trained on: data.n_train minus n_val
-            "n_val": len(split.val),
-            "n_test": len(split.test),
-            **setting_fields(cfg),
-            "test_acc": test_acc,  # of the kept epoch, evaluated once
-            "test_loss": test_loss,
-            "val_acc": best.acc if has_val else None,
-            "val_loss": best.loss if has_val else None,
-            "best_epoch": best.epoch if has_val else epochs_run,
-            "epochs_run": epochs_run,
-            "bytes_per_image": service.bytes_per_image,
-            "raw_image_bytes": raw_image_bytes(h, w, channels),
-            "payload_shape": list(service.payload_shape),
-            "trainable_params": net.trainable_parameters(),
-            **service.stats(),
-            "train_seconds": round(train_seconds, 3),
-            "wall_seconds": round(time.perf_counter() - t0, 3),
-        }
-        (tmp / "config.toml").write_text(to_toml(cfg))
-        pd.DataFrame(rows, columns=_columns(test_curve)).to_csv(tmp / "metrics.csv", index=False)
-        write_json(tmp / "summary.json", summary)
-    summary["out"] = str(out)
-    return summary
+    h, w = ds.images.shape[1:3]
+    channels = 1 if ds.images.ndim == 3 else ds.images.shape[3]
+    summary = {
+        "command": "tune",
+        "dataset": cfg.data.dataset,
+        "n_train": len(split.train),  # the images trained on: data.n_train minus n_val
+        "n_val": len(split.val),
+        "n_test": len(split.test),
+        **setting_fields(cfg),
+        "test_acc": test_acc,  # of the kept epoch, evaluated once
+        "test_loss": test_loss,
+        "val_acc": best.acc if has_val else None,
+        "val_loss": best.loss if has_val else None,
+        "best_epoch": best.epoch if has_val else epochs_run,
+        "epochs_run": epochs_run,
+        "bytes_per_image": service.bytes_per_image,
+        "raw_image_bytes": raw_image_bytes(h, w, channels),
+        "payload_shape": list(service.payload_shape),
+        "trainable_params": net.trainable_parameters(),
+        "train_seconds": round(train_seconds, 3),
+    }
+    return rows, summary
 
 
-def _columns(test_curve: bool) -> list[str]:
-    """metrics.csv's columns: validation always (empty without it), test only as asked."""
-    test = ["test_loss", "test_acc"] if test_curve else []
-    return ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", *test, "seconds"]
+def _service_stats(jobs: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """The backbone's counts, summed over the tasks' services."""
+    total: dict[str, Any] = {}
+    for *_, service in jobs:
+        for k, v in service.stats().items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _task_summary(
+    cfg: TuneConfig, jobs: list[tuple[Any, ...]], results: list[tuple[list, dict]]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A multi-task tune: rows with a task column; per_task, and the tasks' mean at the top."""
+    rows, per_task = [], {}
+    for (task, *_), (task_rows, fields) in zip(jobs, results, strict=True):
+        rows += [{"task": task.label, **r} for r in task_rows]
+        keep = ("n_train", "n_val", "n_test", "test_acc", "test_loss", "val_acc", "best_epoch")
+        per_task[task.label] = {"dataset": task.dataset, **{k: fields[k] for k in keep}}
+        per_task[task.label]["trainable_params"] = fields["trainable_params"]
+
+    def mean(key: str) -> float | None:
+        values = [v[key] for v in per_task.values() if v[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    first = results[0][1]
+    summary = {
+        "command": "tune",
+        "dataset": "+".join(t.dataset for t in cfg.data.tasks),
+        "tasks": list(per_task),
+        **setting_fields(cfg),
+        "test_acc": mean("test_acc"),  # each task counted once
+        "test_loss": mean("test_loss"),
+        "val_acc": mean("val_acc"),
+        "per_task": per_task,
+        "bytes_per_image": first["bytes_per_image"],
+        "payload_shape": first["payload_shape"],
+        "trainable_params": sum(v["trainable_params"] for v in per_task.values()),
+        "train_seconds": round(sum(r[1]["train_seconds"] for r in results), 3),
+    }
+    return rows, summary
+
+
+def _columns(cfg: TuneConfig, rows: list[dict[str, Any]]) -> list[str]:
+    """metrics.csv's columns: validation always (empty without it), test only as asked, the
+    task first with tasks."""
+    test = ["test_loss", "test_acc"] if cfg.train.test_curve else []
+    task = ["task"] if cfg.data.tasks else []
+    return [*task, "epoch", "train_loss", "train_acc", "val_loss", "val_acc", *test, "seconds"]
 
 
 def summary_table(summary: dict[str, Any]) -> pd.DataFrame:

@@ -3,7 +3,8 @@ them; `--set section.key=value` goes on top.
 
 - `fields`: `setting(default, help, rule...)`, the one place a key's default, help and valid
   values are written; building a section checks every rule once (`Section`).
-- `sections`: the sections of `tune` and `simulate` (a strategy's own parameters are its own
+- `data`: the `[data]` section, one dataset or `[[data.tasks]]` (several tasks, one backbone).
+- `sections`: the other sections of `tune` and `simulate` (a strategy's own parameters are its own
   dataclass, declared in its file, under `[fed.<strategy>]`).
 - `load`: TOML and overrides in (`build_config`, which loads `run.plugins` before any name is
   checked), plain data and TOML out.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from miet_fed.config.data import DataConfig, TaskConfig, TuneDataConfig
 from miet_fed.config.fields import CliValue, Section, setting
 from miet_fed.config.load import (
     Extend,
@@ -32,7 +34,6 @@ from miet_fed.config.load import (
 )
 from miet_fed.config.reference import Key, describe, runtime_keys, strip_runtime, with_legacy
 from miet_fed.config.sections import (
-    DataConfig,
     EdgeConfig,
     FedConfig,
     LinkConfig,
@@ -42,7 +43,6 @@ from miet_fed.config.sections import (
     SimulateConfig,
     TrainConfig,
     TuneConfig,
-    TuneDataConfig,
     TuneTrainConfig,
 )
 
@@ -61,6 +61,7 @@ __all__ = [
     "RunConfig",
     "Section",
     "SimulateConfig",
+    "TaskConfig",
     "TrainConfig",
     "TuneConfig",
     "TuneDataConfig",

@@ -8,82 +8,11 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from miet_fed.config.data import DataConfig, TuneDataConfig
 from miet_fed.config.fields import Section, require, setting, validate
 from miet_fed.config.links import LinkConfig, PlanConfig
-from miet_fed.config.tasks import TaskConfig, check_tasks
 
 _DEVICE = r"auto|cpu|cuda(:\d+)?"
-
-
-@dataclass(frozen=True)
-class DataConfig(Section):
-    section: ClassVar[str] = "data"
-    dataset: str = setting(
-        "animal-mnist",
-        "built-in name, npz:PATH or folder:PATH",
-        names="miet_fed.data.datasets:DATASETS",
-        check="miet_fed.data.datasets:check_dataset_name",
-        also=("npz:PATH", "folder:PATH"),
-    )
-    n_train: int = setting(
-        1000,
-        "training images (VTAB-1K: 1000, stratified, seeded; tune validates on data.n_val of them)",
-        ge=1,
-    )
-    n_test: int = setting(1000, "held-out test images (0 = all the rest)", ge=0)
-    tasks: tuple[TaskConfig, ...] = setting(
-        (),
-        "several tasks on one backbone: one [[data.tasks]] table each (dataset, num_clients, "
-        "n_train, n_test, partition...); replaces data.dataset, n_train and n_test",
-        allowed="[[data.tasks]] tables (README: Tasks)",
-        added=True,  # at its default, runs from before it keep their identity
-    )
-
-    def check(self) -> None:
-        check_tasks(self.tasks)
-        if self.tasks:
-            moved = [
-                f"data.{k}"
-                for k in ("dataset", "n_train", "n_test")
-                if getattr(self, k) != getattr(DataConfig, k)
-            ]
-            require(
-                not moved,
-                f"{', '.join(moved)} {'is' if len(moved) == 1 else 'are'} not used with "
-                "[[data.tasks]]: set dataset, n_train and n_test in each task's table",
-            )
-
-    @property
-    def task_list(self) -> tuple[TaskConfig, ...]:
-        """The run's tasks: the `[[data.tasks]]` tables, or one made of data.dataset."""
-        if self.tasks:
-            return self.tasks
-        return (TaskConfig(dataset=self.dataset, n_train=self.n_train, n_test=self.n_test),)
-
-
-@dataclass(frozen=True)
-class TuneDataConfig(DataConfig):
-    """`tune`'s data: the training selection also yields the validation images."""
-
-    n_val: int = setting(
-        200,
-        "validation images, taken out of data.n_train (VTAB-1K: 800 train + 200 val); the "
-        "epoch of best validation accuracy is kept and tested once (0 = no validation: the "
-        "last epoch is kept)",
-        ge=0,
-        allowed=">= 0 and < data.n_train",
-        legacy=0,
-    )
-
-    def check(self) -> None:
-        super().check()
-        fifth = f"data.n_val={self.n_train // 5} (a fifth, as VTAB-1K's 200 of 1000) or "
-        require(
-            self.n_val < self.n_train,
-            f"data.n_val={self.n_val} leaves no training images: validation is taken out of "
-            f"data.n_train={self.n_train}; set {fifth if self.n_train >= 5 else ''}"
-            "data.n_val=0 for none",
-        )
 
 
 @dataclass(frozen=True)
