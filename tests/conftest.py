@@ -29,6 +29,18 @@ def isolated(tmp_path, monkeypatch):
     yield
 
 
+@pytest.fixture
+def flower_run():
+    """Flower stamps every Message with the run it belongs to (set by its runtime): tests that
+    build Messages by hand set one."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    before = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = before
+
+
 def brightness_npz(path, n: int, seed: int):
     """n 16x16 grey images in 3 classes told apart by brightness alone; returns the path."""
     rng = np.random.default_rng(seed)

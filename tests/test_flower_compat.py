@@ -21,14 +21,8 @@ from miet_fed.federation.strategies import STRATEGIES, get_strategy
 
 
 @pytest.fixture(autouse=True)
-def _run_context():
-    """Flower stamps every Message with the run it belongs to (set by its runtime)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    before = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = before
+def _run_context(flower_run):
+    """Every test here builds Messages (conftest's `flower_run`)."""
 
 
 class _Grid:

@@ -146,10 +146,15 @@ def _table_list(typ: Any, value: Any, where: str, source: str, from_cli: bool) -
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, dict) for v in value):
         raise MietError(f"{where} in {source} must be [[{where}]] tables, got {value!r}")
     cls = typing.get_args(typ)[0]
-    return tuple(
-        _build_section(cls, None, table, f"{where}[{i + 1}]", source)
-        for i, table in enumerate(value)
-    )
+    out = []
+    for i, table in enumerate(value):
+        at = f"{where}[{i + 1}]"
+        try:
+            out.append(_build_section(cls, None, table, at, source))
+        except MietError as exc:  # name the table: data.tasks.x -> data.tasks[2].x
+            text = str(exc).replace(f"{where}.", f"{at}.")
+            raise MietError(text if at in text else f"{text} ({at})") from None
+    return tuple(out)
 
 
 def _strategy_tables(tables: dict[str, Any], strategy: str, source: str) -> Any:

@@ -109,7 +109,11 @@ def load_tasks(cfg: SimulateConfig) -> TaskData:
                 cfg.run.seed,
             )
         except MietError as exc:
-            raise MietError(f"{where}{exc}") from None
+            text = str(exc)
+            if cfg.data.tasks:  # the keys to change are the task's own
+                for key in ("fed.num_clients", "data.n_train", "data.n_test"):
+                    text = text.replace(key, f"its {key.split('.')[1]}")
+            raise MietError(f"{where}{text}") from None
         first = len(clients)
         clients += [
             replace(c, client=first + c.client, train=c.train + offset, test=c.test + offset)
