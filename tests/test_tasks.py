@@ -313,6 +313,11 @@ def test_tune_tunes_one_network_per_task(tmp_path, capsys):
     metrics = pd.read_csv("results/t/metrics.csv")
     assert metrics.task.unique().tolist() == s["tasks"] and len(metrics) == 9
     assert all(Path(f"results/t/tasks/{t}/log.txt").exists() for t in s["tasks"])
+    from miet_fed.report.document import make_report
+
+    report = make_report(Path("results/t"))
+    table = pd.read_csv(report.parent / "per_task.csv")
+    assert table.task.tolist() == s["tasks"] and "Each task" in report.read_text()
 
 
 @pytest.mark.slow

@@ -49,6 +49,7 @@ OUTPUTS = (
     "bytes_per_round.png",
     "accuracy_per_epoch.png",
     "summary_table.csv",
+    "per_task.csv",
     "over_seeds.csv",
     "pareto.csv",
     "by_clients.csv",
@@ -126,6 +127,9 @@ def _single_run(rep: Report, src: Path) -> None:
     )
     info["value"] = [_cell(f, v) for f, v in zip(info["field"], info["value"], strict=True)]
     rep.table(info, "summary_table.csv", "Run summary")
+    if isinstance(summary.get("per_task"), dict):  # a multi-task run ([[data.tasks]])
+        per_task = pd.DataFrame.from_dict(summary["per_task"], orient="index")
+        rep.table(per_task.rename_axis("task").reset_index(), "per_task.csv", "Each task")
 
     if kind is not None and kind.federated and rounds is not None:
         _round_curves(rep, rounds, summary)
@@ -139,7 +143,9 @@ def _single_run(rep: Report, src: Path) -> None:
             rep.skip("bytes by kind", "the run has no ledger.csv")
     elif kind is not None and not kind.federated:
         metrics = _read_csv(src / kind.rows_file)
-        if metrics is not None and "epoch" in metrics:
+        if metrics is not None and "task" in metrics:
+            rep.skip("accuracy per epoch", "a multi-task tune: see each task's log in tasks/")
+        elif metrics is not None and "epoch" in metrics:
             _epoch_curves(rep, metrics)
         else:
             rep.skip("accuracy per epoch", "no metrics.csv")
