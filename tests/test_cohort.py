@@ -460,7 +460,7 @@ def test_metric_row_sizes_equal_flowers_serializer():
     from flwr.app import MetricRecord
     from flwr.common.serde import metric_record_to_proto
 
-    from miet_fed.federation.client_app import _with_own_size, metric_record_bytes
+    from miet_fed.federation.metric_bytes import metric_record_bytes, with_own_size
 
     rng = random.Random(0)
     choices = [0, 0.0, -1, 127, 128, 2**40, -(2**40), 1.5e300, float("nan")]
@@ -469,7 +469,7 @@ def test_metric_row_sizes_equal_flowers_serializer():
         values = {f"key_{i}" * rng.randint(1, 3): rng.choice(choices) for i in range(n)}
         size = metric_record_to_proto(MetricRecord(values)).ByteSize()
         assert metric_record_bytes(values) == size
-        row = _with_own_size(values)
+        row = with_own_size(values)
         assert row["metrics_up_bytes"] == metric_record_to_proto(MetricRecord(row)).ByteSize()
 
 

@@ -102,7 +102,7 @@ class DataConfig(Section):
         (),
         "several tasks on one backbone: one [[data.tasks]] table each (dataset, num_clients, "
         "n_train, n_test, partition...); replaces data.dataset, n_train and n_test",
-        allowed="[[data.tasks]] tables (README: Tasks)",
+        allowed="[[data.tasks]] tables (README: Devices with different tasks)",
         added=True,  # at its default, runs from before it keep their identity
     )
 

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.serde import metric_record_to_proto
 
 from miet_fed.comm import codec
 from miet_fed.edge.cohort import Cohort, DeviceData
@@ -31,6 +30,7 @@ from miet_fed.edge.train import Optim
 from miet_fed.federation.actor import feature_source
 from miet_fed.federation.device_store import DeviceStore
 from miet_fed.federation.logs import quiet_flower
+from miet_fed.federation.metric_bytes import with_own_size
 from miet_fed.federation.sharing import (
     record_digest,
     record_nbytes,
@@ -108,33 +108,6 @@ def _maybe_fail(client: int, server_round: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if f"{client}:{server_round}" in wanted:
         raise RuntimeError(f"injected fault in client {client}, round {server_round}")
-
-
-@lru_cache(maxsize=65536)
-def _entry_bytes(key: str, kind: type, value: int) -> int:
-    """Serialized size of one MetricRecord item (a double's is fixed: its value is not a key)."""
-    return metric_record_to_proto(MetricRecord({key: kind(value)})).ByteSize()
-
-
-def metric_record_bytes(values: dict[str, Any]) -> int:
-    """`metric_record_to_proto(MetricRecord(values)).ByteSize()` without building the record:
-    a MetricRecord is a repeated field of items, so its size is the sum of its items' sizes
-    (tested against the real serializer)."""
-    return sum(
-        _entry_bytes(k, int, v) if isinstance(v, int) else _entry_bytes(k, float, 0)
-        for k, v in values.items()
-    )
-
-
-def _with_own_size(values: dict[str, Any]) -> dict[str, Any]:
-    """A device's metrics plus the serialized size of the MetricRecord it would send alone."""
-    values = {**values, "metrics_up_bytes": 0}
-    rest = metric_record_bytes(values) - _entry_bytes("metrics_up_bytes", int, 0)
-    for _ in range(3):  # the size field's own varint can change the size: iterate to a fixpoint
-        values["metrics_up_bytes"] = rest + _entry_bytes(
-            "metrics_up_bytes", int, values["metrics_up_bytes"]
-        )
-    return values
 
 
 class NodeCall:
@@ -282,7 +255,7 @@ class NodeCall:
                         + codec.nbytes(data.x_test),
                     }
                 row = {"client": self.devices[i], **values[i], **contact, **down}
-                self.rows.append(_with_own_size(row | {"seconds": per_device}))
+                self.rows.append(with_own_size(row | {"seconds": per_device}))
 
     def reply(
         self,
