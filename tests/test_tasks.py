@@ -322,15 +322,29 @@ def test_tune_tunes_one_network_per_task(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_three_task_federation_end_to_end(tmp_path, capsys):
-    """Flower + Ray, three tasks packed onto cohort nodes: ledger equals the model (each task
-    with its own images' size and head), a task column and per-task accuracies."""
+    """Flower + Ray, three tasks packed onto cohort nodes: the same results and ledger as one
+    device per node, ledger equal to the model (each task with its own images' size and head),
+    a task column and per-task accuracies."""
     from miet_fed.cli import main
 
-    cfg = _config(tmp_path, strategy="fedavg")
-    path = tmp_path / "mt.toml"
-    path.write_text(to_toml(cfg))
-    assert main(["simulate", str(path), "--out", "results/mt", "--quiet", "--json"]) == 0
-    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    def run(out: str, devices_per_node: int) -> dict:
+        cfg = _config(tmp_path, strategy="fedavg", devices_per_node=devices_per_node)
+        path = tmp_path / f"{out}.toml"
+        path.write_text(to_toml(cfg))
+        assert main(["simulate", str(path), "--out", f"results/{out}", "--quiet", "--json"]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    s = run("mt", 4)  # two cohort nodes, tasks mixed on each
+    one = run("one", 1)  # the reference path: one device per node
+    a = pd.read_csv("results/one/clients.csv").sort_values(["round", "client"])
+    b = pd.read_csv("results/mt/clients.csv").sort_values(["round", "client"])
+    assert set(a.node) == set(range(8)) and set(b.node) == {0, 1}
+    np.testing.assert_allclose(a.train_loss, b.train_loss, atol=1e-3)
+    assert ((a.personal_acc - b.personal_acc).abs() <= 1 / a.n_test + 1e-9).all()
+    pd.testing.assert_frame_equal(
+        pd.read_csv("results/one/ledger.csv"), pd.read_csv("results/mt/ledger.csv")
+    )
+    assert one["per_task"].keys() == s["per_task"].keys()
     assert s["ledger_equals_model"], (s["bytes_by_kind"], s["model_bytes_by_kind"])
     assert s["failures"] == 0 and s["backbone_builds"] == 1
     assert s["tasks"] == ["stripes", "bright", "digits"]

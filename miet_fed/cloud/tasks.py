@@ -30,11 +30,15 @@ class TaskFeatures:
         progress: bool = True,
     ) -> None:
         self.services: list[FeatureService] = []
+        by_content: dict[str, FeatureService] = {}  # two tasks on one dataset: one service
         for ds in datasets:
             first = self.services[0] if self.services else None
-            self.services.append(
-                FeatureService(model, ds.images, ds.fingerprint, cache_root, progress, first)
-            )
+            if ds.fingerprint not in by_content:
+                by_content[ds.fingerprint] = FeatureService(
+                    model, ds.images, ds.fingerprint, cache_root, progress, first
+                )
+            self.services.append(by_content[ds.fingerprint])
+        self._distinct = list(by_content.values())
         sizes = [len(ds.images) for ds in datasets]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         head = self.services[0]
@@ -86,13 +90,13 @@ class TaskFeatures:
         return out
 
     def reset_stats(self) -> None:
-        for s in self.services:
+        for s in self._distinct:
             s.reset_stats()
 
     def stats(self) -> dict[str, float]:
         """Counts summed over the datasets (builds: the one shared model's)."""
         total: dict[str, float] = {}
-        for s in self.services:
+        for s in self._distinct:
             for k, v in s.stats().items():
                 total[k] = total.get(k, 0) + v
         return total
