@@ -254,3 +254,22 @@ def test_tiny_client_still_gets_one_test_image():
     labels = np.arange(100) % 5
     (small,) = split_clients([np.array([50, 51, 52])], labels, 0.2, 2, 1, seed=0)
     assert len(small.train) == 2 and len(small.test) == 1
+
+
+def test_validation_is_held_out_of_each_devices_training_images():
+    from miet_fed.errors import MietError
+    from miet_fed.federation.partition import hold_out_val, make_clients
+
+    labels = np.arange(400) % 4
+    clients = make_clients(np.arange(400), labels, 5, "iid", 0.3, 2, 0.2, 2, 1, seed=3)
+    held = hold_out_val(clients, labels, 0.25, 2, seed=3)
+    assert hold_out_val(clients, labels, 0.0, 2, seed=3) is clients  # 0: as they were
+    for before, after in zip(clients, held, strict=True):
+        assert np.array_equal(after.test, before.test)  # the test split is untouched
+        assert np.array_equal(np.sort(np.concatenate([after.train, after.val])), before.train)
+        assert len(after.val) == round(0.25 * len(before.train))
+        assert set(labels[after.val]) == set(labels[before.train])  # stratified
+    again = hold_out_val(clients, labels, 0.25, 2, seed=3)
+    assert all(np.array_equal(a.val, b.val) for a, b in zip(held, again, strict=True))
+    with pytest.raises(MietError, match="fed.val_fraction=0.9 leaves device 0"):
+        hold_out_val(clients, labels, 0.9, 70, seed=3)

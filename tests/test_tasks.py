@@ -322,13 +322,16 @@ def test_tune_tunes_one_network_per_task(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_three_task_federation_end_to_end(tmp_path, capsys):
-    """Flower + Ray, three tasks packed onto cohort nodes: the same results and ledger as one
-    device per node, ledger equal to the model (each task with its own images' size and head),
-    a task column and per-task accuracies."""
+    """Flower + Ray, three tasks packed onto cohort nodes, devices holding out validation
+    images: the same results and ledger as one device per node, ledger equal to the model (each
+    task with its own images' size and head, validation images counted), a task column and
+    per-task accuracies."""
     from miet_fed.cli import main
 
     def run(out: str, devices_per_node: int) -> dict:
-        cfg = _config(tmp_path, strategy="fedavg", devices_per_node=devices_per_node)
+        cfg = _config(
+            tmp_path, strategy="fedavg", devices_per_node=devices_per_node, val_fraction=0.25
+        )
         path = tmp_path / f"{out}.toml"
         path.write_text(to_toml(cfg))
         assert main(["simulate", str(path), "--out", f"results/{out}", "--quiet", "--json"]) == 0
@@ -340,11 +343,23 @@ def test_a_three_task_federation_end_to_end(tmp_path, capsys):
     b = pd.read_csv("results/mt/clients.csv").sort_values(["round", "client"])
     assert set(a.node) == set(range(8)) and set(b.node) == {0, 1}
     np.testing.assert_allclose(a.train_loss, b.train_loss, atol=1e-3)
-    assert ((a.personal_acc - b.personal_acc).abs() <= 1 / a.n_test + 1e-9).all()
+    for col, n in (("personal_val_acc", "n_val"), ("personal_acc", "n_test")):
+        done = b[col].notna()  # within one image of each device's split
+        assert (a[col].notna() == done).all()
+        assert ((a[col] - b[col]).abs()[done] <= 1 / b[n][done] + 1e-9).all()
     pd.testing.assert_frame_equal(
         pd.read_csv("results/one/ledger.csv"), pd.read_csv("results/mt/ledger.csv")
     )
     assert one["per_task"].keys() == s["per_task"].keys()
+    # fed.val_fraction: validation every round, the test splits once, after the last round
+    assert b.personal_val_acc.notna().all() and (b.n_val > 0).all()
+    assert (
+        b[b["round"] < 2].personal_acc.isna().all()
+        and b[b["round"] == 2].personal_acc.notna().all()
+    )
+    rounds = pd.read_csv("results/mt/rounds.csv").set_index("round")
+    assert rounds.global_val_acc.notna().all() and rounds.global_acc.notna().tolist() == [0, 0, 1]
+    assert s["validation"] and s["personal_val_acc"] is not None
     assert s["ledger_equals_model"], (s["bytes_by_kind"], s["model_bytes_by_kind"])
     assert s["failures"] == 0 and s["backbone_builds"] == 1
     assert s["tasks"] == ["stripes", "bright", "digits"]

@@ -254,6 +254,15 @@ class FedConfig(Section):
         0.2, "share of each client's images kept for its personal test", gt=0, lt=1
     )
     min_train: int = setting(2, "fewest local training images a client may have", ge=1)
+    val_fraction: float = setting(
+        0.0,
+        "share of each device's training images held out for validation: every round's "
+        "personal (and global) accuracy is measured on them, the test splits only once, after "
+        "the last round (0 = no validation: test every round)",
+        ge=0,
+        lt=1,
+        added=True,  # at its default, runs from before it keep their identity
+    )
     cpus_per_client: float = setting(
         1.0, "Ray CPUs per client worker (1 = two nodes at once here)", gt=0
     )

@@ -84,15 +84,15 @@ _NONE = np.zeros(0, dtype=np.int64)
 @lru_cache(maxsize=16)
 def _run_images(spec_path: str, fmt: str = "") -> np.ndarray:
     """Every image any device of the run holds (what a node process keeps for the run), once
-    each, device after device (train, then test): each device's payloads are then a view.
-    With a payload plan, only the devices served in format `fmt`."""
+    each, device after device (train, validation, test): each device's payloads are then a
+    view. With a payload plan, only the devices served in format `fmt`."""
     spec = load_spec(spec_path)
-    pairs = [
-        pair
-        for d, pair in enumerate(zip(spec.clients_train, spec.clients_test, strict=True))
+    parts = [
+        (spec.clients_train[d], spec.val_of(d), spec.clients_test[d])
+        for d in range(len(spec.clients_train))
         if spec.format_of(d) == fmt
     ]
-    ids = np.concatenate([_NONE, *(i for pair in pairs for i in pair)])
+    ids = np.concatenate([_NONE, *(i for part in parts for i in part)])
     _, first = np.unique(ids, return_index=True)
     return ids[np.sort(first)]
 
@@ -140,21 +140,23 @@ class NodeCall:
             self.last.append(r)
             self.first.append(f)
 
-    def cohorts(self, need_train: bool) -> list[tuple[list[int], Cohort]]:
+    def cohorts(self, need_train: bool, split: str = "test") -> list[tuple[list[int], Cohort]]:
         """The node's devices as one cohort per task (one in all, without tasks): each with
-        the positions of its devices in `self.devices`."""
+        the positions of its devices in `self.devices`. Evaluation reads the devices' `split`
+        ("test", or "val" with `fed.val_fraction`) as their `x_test`."""
         spec = self.spec
+        held_out = spec.val_of if split == "val" else (lambda d: spec.clients_test[d])
         fetch_train = [need_train or f for f in self.first]
         parts = [
             spec.clients_train[d] if t else _NONE
             for d, t in zip(self.devices, fetch_train, strict=True)
         ]
-        parts += [spec.clients_test[d] for d in self.devices]
+        parts += [held_out(d) for d in self.devices]
         views = self._fetch(parts)
         n = len(self.devices)
         data, saved = [], []
         for i, (d, r, t) in enumerate(zip(self.devices, self.last, fetch_train, strict=True)):
-            train_ids, test_ids = spec.clients_train[d], spec.clients_test[d]
+            train_ids, test_ids = spec.clients_train[d], held_out(d)
             data.append(
                 DeviceData(
                     x_train=views[i] if t else {},
@@ -248,11 +250,13 @@ class NodeCall:
             for j, i in enumerate(mine):
                 data = cohort.data[j]
                 contact = {"images_up_bytes": 0, "features_down_bytes": 0}
-                if self.first[i]:
+                if self.first[i]:  # every image it holds goes up, and its payload down, once
+                    d, n_test = self.devices[i], len(data.y_test)
+                    rest = spec.held(d) - len(data.y_train)  # validation and test images
                     contact = {
-                        "images_up_bytes": (len(data.y_train) + len(data.y_test)) * image_bytes,
+                        "images_up_bytes": spec.held(d) * image_bytes,
                         "features_down_bytes": codec.nbytes(data.x_train)
-                        + codec.nbytes(data.x_test),
+                        + codec.nbytes(data.x_test) // n_test * rest,
                     }
                 row = {"client": self.devices[i], **values[i], **contact, **down}
                 self.rows.append(with_own_size(row | {"seconds": per_device}))
@@ -362,19 +366,27 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 @profiled
 def evaluate(msg: Message, context: Context) -> Message:
+    """Personal accuracy of each device's deployed model: on its test split, or with
+    `fed.val_fraction` on its validation split every round and its test split after the last."""
     call = NodeCall(msg, "evaluate")
-    cohorts = call.cohorts(need_train=call.strategy.eval_needs_train)
-    values: list[dict[str, Any]] = [{}] * len(call.devices)
-    for mine, cohort in cohorts:
-        results = call.strategy.personal_eval(cohort)
-        for j, (i, (loss, acc)) in enumerate(zip(mine, results, strict=True)):
-            values[i] = {
-                "num-examples": len(cohort.data[j].y_test),
-                "personal_loss": float(loss),
-                "personal_acc": float(acc),
-            }
+    splits = ["test"]
+    if call.spec.clients_val:
+        splits = ["val", "test"] if call.round == call.spec.config.fed.rounds else ["val"]
+    values: list[dict[str, Any]] = [{} for _ in call.devices]
+    cohorts: list[tuple[list[int], Cohort]] = []
+    for split in splits:
+        prefix = "personal_val" if split == "val" else "personal"
+        cohorts = call.cohorts(need_train=call.strategy.eval_needs_train, split=split)
+        for mine, cohort in cohorts:
+            results = call.strategy.personal_eval(cohort)
+            for j, (i, (loss, acc)) in enumerate(zip(mine, results, strict=True)):
+                n = len(cohort.data[j].y_test)
+                values[i].setdefault("num-examples", 0)  # test images evaluated (n_test)
+                values[i]["num-examples" if split == "test" else "n_val"] = n
+                values[i] |= {f"{prefix}_loss": float(loss), f"{prefix}_acc": float(acc)}
     call.device_rows(cohorts, values)
-    return call.reply(msg, None, int(sum(v["num-examples"] for v in values)))
+    weight = sum(v["num-examples"] + v.get("n_val", 0) for v in values)
+    return call.reply(msg, None, int(weight))
 
 
 @app.query()

@@ -97,16 +97,23 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
         "clients_trained": ("train_acc", "count"),
         "train_loss": ("train_loss", "mean"),
     }
-    if "personal_acc" in clients:
+    if "personal_val_acc" in clients:  # fed.val_fraction: every round on validation
         agg |= {
-            "clients_evaluated": ("personal_acc", "count"),
+            "clients_evaluated": ("personal_val_acc", "count"),
+            "personal_val_acc": ("personal_val_acc", "mean"),
+            "personal_val_acc_std": ("personal_val_acc", "std"),
+        }
+    if "personal_acc" in clients:
+        if "personal_val_acc" not in clients:
+            agg["clients_evaluated"] = ("personal_acc", "count")
+        agg |= {
             "personal_acc": ("personal_acc", "mean"),
             "personal_acc_std": ("personal_acc", "std"),
         }
     per_round = clients.groupby("round").agg(**agg)
     server = _phase(ok, "server")
     if "global_acc" in server:
-        accs = ["global_acc", *(c for c in server if c.startswith("global_acc["))]
+        accs = [c for c in server if c.startswith(("global_acc", "global_val_acc"))]
         per_round = per_round.join(server.set_index("round")[accs], how="outer")
     if "elapsed_seconds" in server:  # wall time since the server started, at each round's end
         per_round = per_round.join(server.set_index("round")[["elapsed_seconds"]], how="outer")
@@ -145,7 +152,9 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
     if "personal_acc" in final and final.personal_acc.notna().any():
         done = final.dropna(subset=["personal_acc"])
         weighted = float(np.average(done.personal_acc, weights=done.n_test))
-    all_ids = np.concatenate([*spec.clients_train, *spec.clients_test, spec.global_test])
+    all_ids = np.concatenate(
+        [*spec.clients_train, *spec.clients_val, *spec.clients_test, spec.global_test]
+    )
     summary: dict[str, Any] = {
         "command": "simulate",
         "dataset": "+".join(t.dataset for t in spec.tasks) or cfg.data.dataset,
@@ -160,9 +169,10 @@ def collect(spec: RunSpec, folder: Path, timings: dict[str, float]) -> dict[str,
         "personal_acc": value("personal_acc"),
         "personal_acc_weighted": weighted,
         "global_acc": value("global_acc"),
+        **_validation(spec, value),
         **_per_task(spec, final, value),
         "failures": int(len(failed)),
-        "pool_images": int(sum(map(len, spec.clients_train)) + sum(map(len, spec.clients_test))),
+        "pool_images": int(sum(spec.held(c) for c in range(len(spec.clients_train)))),
         "unique_images": int(len(np.unique(all_ids))),
         "backbone_forwards": stats.get("backbone_forwards"),
         "backbone_builds": stats.get("backbone_builds"),
@@ -208,7 +218,7 @@ def _model_bytes(spec: RunSpec, replies: pd.DataFrame, share: str) -> tuple[dict
         shared = cost.shared_params(counts, share)
         first = shared if first is None else first
         mine = contacted[contacted_task == t]
-        sizes = [len(spec.clients_train[c]) + len(spec.clients_test[c]) for c in mine]
+        sizes = [spec.held(c) for c in mine]
         phases = replies.phase[task_of == t]
         part = ledger_mod.model_bytes(
             spec.tasks[t].image_bytes if spec.tasks else spec.image_bytes,
@@ -223,6 +233,18 @@ def _model_bytes(spec: RunSpec, replies: pd.DataFrame, share: str) -> tuple[dict
         )
         total = {k: total.get(k, 0) + v for k, v in part.items()}
     return total, int(first or 0)
+
+
+def _validation(spec: RunSpec, value: Any) -> dict[str, Any]:
+    """With fed.val_fraction: the last round's accuracies on the validation images (the test
+    accuracies above were computed once, after the last round)."""
+    if not spec.clients_val:
+        return {}
+    return {
+        "validation": True,
+        "personal_val_acc": value("personal_val_acc"),
+        "global_val_acc": value("global_val_acc"),
+    }
 
 
 def _per_task(spec: RunSpec, final: pd.DataFrame, value: Any) -> dict[str, Any]:

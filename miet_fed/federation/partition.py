@@ -12,7 +12,7 @@ by image id.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +36,7 @@ class ClientData:
     client: int  # 0..num_clients-1
     train: np.ndarray  # local training split
     test: np.ndarray  # local test split (personal evaluation)
+    val: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # fed.val_fraction
 
 
 def _check_partition_args(
@@ -248,6 +249,28 @@ def split_clients(
             )
         clients.append(ClientData(client=client, train=train, test=test))
     return clients
+
+
+def hold_out_val(
+    clients: list[ClientData], labels: np.ndarray, val_fraction: float, min_train: int, seed: int
+) -> list[ClientData]:
+    """`fed.val_fraction` of each device's training images held out for validation (stratified,
+    seeded per device as the test split is): per-round accuracy is measured on them, and the
+    test split only once, after the last round. 0 leaves the clients as they are."""
+    if not val_fraction:
+        return clients
+    out = []
+    for c in clients:
+        rng = np.random.default_rng((seed, c.client, 1))
+        train, val = _split_one(c.train, labels, val_fraction, rng)
+        if len(train) < min_train or not len(val):
+            raise MietError(
+                f"fed.val_fraction={val_fraction:g} leaves device {c.client} {len(train)} "
+                f"training and {len(val)} validation images of its {len(c.train)}; use a "
+                f"smaller fed.min_train ({min_train}), fewer devices or a larger pool"
+            )
+        out.append(replace(c, train=train, val=val))
+    return out
 
 
 def make_clients(

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from flwr.app import Message
 
 
+EVAL_KEYS = ("personal_acc", "personal_val_acc")  # a device's evaluation: test, or validation
+
+
 class Recorder:
     """Appends one JSON row per device reply (or failure); logs each round (the line printed on
     stderr with elapsed time and ETA, log.txt, scalars.jsonl, TensorBoard and added trackers:
@@ -37,6 +40,7 @@ class Recorder:
         self.countable: dict[int, bool] = {}  # round -> some device trained, all losses finite
         self._round: dict[str, Any] = {}
         self._rows: dict[str, list[dict[str, Any]]] = {}  # this round's device rows, by phase
+        self._eval_key = ""  # what the round's evaluation measured (test or validation)
         self._t0 = time.perf_counter()
         self.hooks = open_hooks(
             Path(spec.sink),
@@ -85,12 +89,16 @@ class Recorder:
                         f"round {server_round}: {phase} failed on device {row['client']}: "
                         f"{row['error']}"
                     )
-                else:
-                    accs.append(row.get("personal_acc", row.get("train_acc")))
+                else:  # evaluation: test, or validation (fed.val_fraction); training's own
+                    key = next(k for k in (*EVAL_KEYS, "train_acc", "client") if k in row)
+                    accs.append(row.get(key) if key != "client" else None)
                 rows.append(row)
         with self.path.open("a") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
+        accs = [a for a in accs if a is not None]
         self._round[phase] = (float(np.mean(accs)) if accs else float("nan"), len(accs))
+        if phase == "evaluate":
+            self._eval_key = next((k for k in EVAL_KEYS if any(k in r for r in rows)), "")
         self._rows[phase] = rows
         if phase == "train":
             losses = [r.get("train_loss", float("nan")) for r in rows if "error" not in r]
@@ -125,6 +133,9 @@ class Recorder:
         for direction in ("up", "down"):
             fields = [f for f, (d, _) in LEDGER_FIELDS.items() if d == direction]
             out[f"bytes_{direction}"] = int(sum(r.get(f) or 0 for r in ok for f in fields))
+        val = values("personal_val_acc")
+        if len(val):  # fed.val_fraction: every round's accuracy on validation
+            out["personal_val_acc"] = float(val.mean())
         if global_acc is not None:
             out["global_acc"] = float(global_acc)
         return out
@@ -134,7 +145,8 @@ class Recorder:
             return
         _, n_train = self._round.get("train", (float("nan"), 0))
         acc, n_eval = self._round.get("evaluate", (float("nan"), 0))
-        text = f"personal acc {acc:.3f} ({n_eval} clients)"
+        which = "personal val acc" if self._eval_key == "personal_val_acc" else "personal acc"
+        text = f"{which} {acc:.3f} ({n_eval} clients)"
         if global_acc is not None:
             text += f", global acc {global_acc:.3f}"
         text += f", trained {n_train}, failures {self.failures}"

@@ -28,7 +28,7 @@ from miet_fed.federation.checkpoint import checkpointed
 from miet_fed.federation.cohorts import num_nodes
 from miet_fed.federation.collect import collect
 from miet_fed.federation.logs import quiet_flower
-from miet_fed.federation.partition import partition_table
+from miet_fed.federation.partition import hold_out_val, partition_table
 from miet_fed.federation.payload_plan import Plan, make_plan
 from miet_fed.federation.population import sample_population
 from miet_fed.federation.ray_setup import _init_ray, end_of_run, in_session, session_actor
@@ -143,9 +143,12 @@ def prepare(
         )
     else:
         data = load_tasks(cfg)  # one dataset, or [[data.tasks]]
-    clients = data.clients
+    clients = hold_out_val(data.clients, data.labels, f.val_fraction, f.min_train, cfg.run.seed)
+    if f.val_fraction:
+        data.partitions.insert(3, "n_val", [len(c.val) for c in clients])
+        data.partitions["n_train"] = [len(c.train) for c in clients]
     kind, shape, feature_bytes = payload_info(cfg.model)
-    plan = make_plan(cfg, [len(c.train) + len(c.test) for c in clients])
+    plan = make_plan(cfg, [len(c.train) + len(c.val) + len(c.test) for c in clients])
     spec = RunSpec(
         config=cfg,
         cache_root=str(cache_dir()),
@@ -166,6 +169,7 @@ def prepare(
         state_dir=str((Path(ckpt) if ckpt else sink.absolute()) / DEVICE_STATE),
         formats=plan.formats if plan else (),
         tasks=data.tasks,
+        clients_val=[c.val for c in clients] if f.val_fraction else [],
     )
     return Prepared(spec, data.partitions, data.used, data.fingerprint, plan)
 

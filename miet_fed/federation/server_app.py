@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -33,18 +32,18 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid, ServerApp
 
-from miet_fed.edge.train import evaluate
 from miet_fed.federation import checkpoint, flower_compat
 from miet_fed.federation.actor import feature_source
 from miet_fed.federation.client_app import init_network
 from miet_fed.federation.cohorts import Registry, pack, sample_devices
 from miet_fed.federation.device_store import DeviceStore
+from miet_fed.federation.global_eval import GlobalEval
 from miet_fed.federation.recorder import Recorder
-from miet_fed.federation.sharing import extract, record_nbytes, record_to_state
+from miet_fed.federation.sharing import extract, record_nbytes
 from miet_fed.federation.spec import RunSpec, load_spec
 from miet_fed.federation.strategies import FedStrategy, get_strategy
 from miet_fed.federation.task_heads import average_within_tasks
-from miet_fed.federation.tasks import task_key, task_of_images, task_view
+from miet_fed.federation.tasks import task_key
 
 KILL_ACTOR_ENV = "MIET_FED_KILL_ACTOR_AFTER_ROUND"  # fault injection for tests
 
@@ -64,8 +63,8 @@ def make_flower_strategy(
     sizes = {
         "train": [len(t) for t in spec.clients_train],
         "evaluate": [
-            len(e) + (len(t) if strategy.eval_needs_train else 0)
-            for t, e in zip(spec.clients_train, spec.clients_test, strict=True)
+            spec.held(d) - len(t) + (len(t) if strategy.eval_needs_train else 0)
+            for d, t in enumerate(spec.clients_train)
         ],
     }
     sent: dict[str, dict[int, list[int]]] = {"train": {}, "evaluate": {}}
@@ -229,16 +228,7 @@ def run_server(grid: Grid, spec_path: str) -> None:
     store = DeviceStore(spec.state_dir)
     nets = [init_network(spec, t) for t in range(max(1, len(spec.tasks)))]
     initial = initial_arrays(spec, nets, strategy.share)
-    tests: list[tuple[str, Any, torch.Tensor]] = []  # (task, payloads, labels) of the global test
-    if strategy.global_model and len(spec.global_test):
-        x_all = source.features(spec.global_test)
-        which = task_of_images(spec.tasks, spec.global_test)
-        for t in range(len(nets)):
-            pos = np.flatnonzero(which == t)
-            index = torch.from_numpy(pos)
-            x = x_all if len(nets) == 1 else {k: v[index] for k, v in x_all.items()}
-            y = torch.from_numpy(spec.labels[spec.global_test[pos]])
-            tests.append((spec.tasks[t].name if spec.tasks else "", x, y))
+    measure = GlobalEval(spec, nets, source, strategy.global_model)
 
     def global_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         row: dict[str, Any] = {
@@ -247,18 +237,7 @@ def run_server(grid: Grid, spec_path: str) -> None:
             "params_bytes": record_nbytes(arrays),
             "elapsed_seconds": recorder.elapsed(),  # since the server started: s/round
         }
-        global_acc = None
-        state = record_to_state(arrays) if tests else {}
-        for t, (name, x, y) in enumerate(tests):
-            nets[t].load_state_dict(task_view(state, name))
-            loss, acc = evaluate(nets[t], x, y)
-            if name:
-                row |= {f"global_loss[{name}]": loss, f"global_acc[{name}]": acc}
-            else:
-                row.update(global_loss=loss, global_acc=acc)
-        if tests and spec.tasks:  # the tasks' mean, each task counted once
-            row["global_acc"] = float(np.mean([row[f"global_acc[{n}]"] for n, _, _ in tests]))
-            row["global_loss"] = float(np.mean([row[f"global_loss[{n}]"] for n, _, _ in tests]))
+        row |= measure(server_round, arrays)
         global_acc = row.get("global_acc")
         recorder.write(row)
         recorder.end_round(server_round, global_acc)

@@ -8,7 +8,7 @@ It is plain data, no pickle.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,23 @@ class RunSpec:
     formats: tuple[str, ...] = ()
     #: the tasks of a multi-task run (`[[data.tasks]]`), or empty (miet_fed.federation.tasks)
     tasks: tuple[TaskInfo, ...] = ()
+    #: each device's validation ids (`fed.val_fraction`), or empty without validation
+    clients_val: list[np.ndarray] = field(default_factory=list)
 
     def format_of(self, device: int) -> str:
         return self.formats[device] if self.formats else ""
+
+    def val_of(self, device: int) -> np.ndarray:
+        """The device's validation ids (none without `fed.val_fraction`)."""
+        return self.clients_val[device] if self.clients_val else np.zeros(0, np.int64)
+
+    def held(self, device: int) -> int:
+        """Images the device holds (uploads once): train, validation and test."""
+        return (
+            len(self.clients_train[device])
+            + len(self.val_of(device))
+            + len(self.clients_test[device])
+        )
 
     def task_index(self, device: int) -> int:
         """Index of the device's task (0 without tasks)."""
@@ -87,6 +101,7 @@ class RunSpec:
             "state_dir": self.state_dir,
             "formats": list(self.formats),
             "tasks": [t.to_dict() for t in self.tasks],
+            "clients_val": [a.tolist() for a in self.clients_val],
         }
         write_text(path, json.dumps(data))
 
@@ -117,4 +132,5 @@ def load_spec(path: str) -> RunSpec:
         state_dir=data.get("state_dir", ""),
         formats=tuple(data.get("formats", ())),
         tasks=tuple(TaskInfo(**t) for t in data.get("tasks", ())),
+        clients_val=[arr(a) for a in data.get("clients_val", ())],
     )
