@@ -66,6 +66,10 @@ def test_task_tables_load_round_trip_and_leave_old_identities_alone(tmp_path):
     assert run_identity("simulate", again) == run_identity("simulate", plain)
     assert run_identity("simulate", plain) == "e4f8afb7d6d1e8b5"  # the default's, as before
     assert run_identity("simulate", cfg) != run_identity("simulate", plain)
+    from miet_fed.api import build  # a notebook passes the tables as a list of dicts
+
+    built = build("simulate", overrides={"data.tasks": _tasks(tmp_path), "fed.num_clients": 8})
+    assert built.data.tasks == cfg.data.tasks
 
 
 @pytest.mark.parametrize(
