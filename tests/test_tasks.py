@@ -341,8 +341,11 @@ def test_a_three_task_federation_end_to_end(tmp_path, capsys):
         assert main(["simulate", str(path), "--out", f"results/{out}", "--quiet", "--json"]) == 0
         return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
-    s = run("mt", 4)  # two cohort nodes, tasks mixed on each
-    one = run("one", 1)  # the reference path: one device per node
+    from miet_fed.federation.ray_setup import ray_session
+
+    with ray_session():  # both runs on one Ray instance and backbone actor
+        s = run("mt", 4)  # two cohort nodes, tasks mixed on each
+        one = run("one", 1)  # the reference path: one device per node
     a = pd.read_csv("results/one/clients.csv").sort_values(["round", "client"])
     b = pd.read_csv("results/mt/clients.csv").sort_values(["round", "client"])
     assert set(a.node) == set(range(8)) and set(b.node) == {0, 1}
