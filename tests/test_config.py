@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from miet_fed.config import TuneConfig, load_config, parse_overrides, to_toml
+from miet_fed.config import SimulateConfig, TuneConfig, load_config, parse_overrides, to_toml
 from miet_fed.errors import MietError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,3 +133,19 @@ def test_telemetry_is_off_unless_asked():
     env["FLWR_TELEMETRY_ENABLED"] = "1"  # an explicit choice is kept
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["1", "0"], out.stderr
+
+
+def test_every_config_file_in_configs_is_valid(tmp_path, monkeypatch):
+    """Each shipped config loads, and each sweep file plans every point (names, keys and
+    ranges checked; data not loaded), so a renamed key or strategy cannot rot in configs/."""
+    from miet_fed.sweep import load_sweep, plan
+
+    monkeypatch.chdir(ROOT)  # sweep files name their base relative to the checkout
+    files = sorted((ROOT / "configs").glob("*.toml"))
+    sweeps = [f for f in files if f.name.startswith("sweep_")]
+    assert len(sweeps) >= 5
+    load_config(SimulateConfig, ROOT / "configs" / "simulate_tasks.toml", {})
+    for path in sweeps:
+        sweep = load_sweep(path)
+        points = plan(sweep, tmp_path / path.stem, quiet=True, check_data=False)
+        assert points, path
