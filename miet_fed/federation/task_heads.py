@@ -7,7 +7,9 @@ mean (`<task>/<key>`) and each task's weight (`task-weight:<task>` metrics). Bef
 aggregates, each reply's head of task t is rescaled by (its task-t weight / its weight) x
 (total weight / task-t weight over all replies): Flower's weighted mean then is exactly the mean
 over task t's devices, while the body's mean is untouched. A head no reply trained this round
-is sent back unchanged (its mean is the current head, a zero step for a server optimizer).
+is sent back unchanged: its mean is the current head, a zero pseudo-gradient for a server
+optimizer (FedAdam's or FedAvgM's momentum from earlier rounds may still move it, as it would
+any parameter whose update is zero).
 """
 
 from __future__ import annotations
