@@ -6,11 +6,8 @@ store, fetches their payloads in one call (kept for the run in this process), ru
 strategy's local update over the whole cohort (stacked, or a loop when `fed.devices_per_node` is
 1, the reference path), saves what each device keeps, and replies with one weighted mean of the
 shared part plus one row per device. Every byte in a row is what that device would have sent or
-received as its own Flower node, so the ledger is the same whatever the packing. In a
-multi-task run the node trains each task's devices as their own cohort (their task's network)
-and replies with the body's mean over all of them and each task's head mean
-(`sharing.task_shared_mean`); with `fed.val_fraction` evaluation reads the validation splits,
-and the test splits after the last round.
+received as its own Flower node, so the ledger is the same whatever the packing. With tasks,
+each task's devices are their own cohort (`sharing.task_shared_mean` averages heads per task).
 """
 
 from __future__ import annotations
