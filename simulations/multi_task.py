@@ -2,6 +2,8 @@
 
     .venv/bin/miet-fed sweep configs/sweep_tasks.toml   # 3 tasks x 4 strategies x 2 seeds
     .venv/bin/python simulations/multi_task.py            # the per-task table (markdown)
+    .venv/bin/miet-fed sweep configs/sweep_tasks_apart.toml   # the control: each task alone
+    .venv/bin/python simulations/multi_task.py --apart results/sweep_tasks_apart
 
 Reads results/sweep_tasks/summary.csv (or --sweep DIR): each run's `per_task` (personal accuracy
 of the devices of each task at the last round, and the global model's accuracy on each task's
@@ -79,9 +81,50 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def apart(summary: pd.DataFrame, alone: pd.DataFrame, strategy: str = "fedper") -> pd.DataFrame:
+    """`strategy` with one body across all tasks against the same strategy run on each task
+    alone (a sweep over data.dataset): personal accuracy per task, mean and sd over seeds."""
+    together = per_task_rows(summary)
+    together = together[together.strategy == strategy]
+    ok = alone[alone["error"].isna()] if "error" in alone else alone
+    rows = pd.DataFrame(
+        {"task": ok["data.dataset"], "seed": ok["run.seed"], "personal_acc": ok["personal_acc"]}
+    )
+    out = []
+    for task, mine in together.groupby("task", sort=False):
+        other = rows[rows.task == task]
+        out.append(
+            {
+                "task": task,
+                "together_mean": mine.personal_acc.mean(),
+                "together_std": mine.personal_acc.std(),
+                "alone_mean": other.personal_acc.mean(),
+                "alone_std": other.personal_acc.std(),
+                "seeds": min(len(mine), len(other)),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def apart_markdown(table: pd.DataFrame, strategy: str = "fedper") -> str:
+    lines = [
+        f"| task | {strategy}, one body across the tasks | {strategy}, each task alone | "
+        "difference |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in table.itertuples():
+        diff = 100 * (r.together_mean - r.alone_mean)
+        lines.append(
+            f"| {r.task} | {_cell(r.together_mean, r.together_std)} | "
+            f"{_cell(r.alone_mean, r.alone_std)} | {diff:+.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", type=Path, default=Path("results/sweep_tasks"))
+    parser.add_argument("--apart", type=Path, help="the sweep of each task alone (the control)")
     args = parser.parse_args(argv)
     source = args.sweep / "summary.csv"
     if not source.is_file():
@@ -91,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(args.sweep / "multi_task.csv", index=False)
     print(markdown(table))
     print(f"wrote {args.sweep / 'multi_task.csv'}")
+    if args.apart is not None:
+        alone = args.apart / "summary.csv"
+        if not alone.is_file():
+            print(f"multi_task: error: no {alone}; run that sweep first", file=sys.stderr)
+            return 2
+        control = apart(pd.read_csv(source), pd.read_csv(alone))
+        control.to_csv(args.apart / "apart.csv", index=False)
+        print(apart_markdown(control))
     return 0
 
 

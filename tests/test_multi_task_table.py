@@ -56,3 +56,17 @@ def test_markdown_has_a_row_per_strategy_and_a_column_per_task(mt):
 def test_a_missing_sweep_is_one_line(mt, tmp_path, capsys):
     assert mt.main(["--sweep", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_one_body_across_tasks_against_each_task_alone(mt):
+    alone = pd.DataFrame(
+        [
+            {"data.dataset": t, "run.seed": seed, "personal_acc": 0.4 + 0.1 * i, "error": None}
+            for i, t in enumerate(("a", "b", "c"))
+            for seed in (0, 1)
+        ]
+    )
+    table = mt.apart(_summary(), alone).set_index("task")
+    assert table.loc["b", "together_mean"] == pytest.approx(0.61)
+    assert table.loc["b", "alone_mean"] == pytest.approx(0.5) and (table.seeds == 2).all()
+    assert "| b | 61.0 ± 1.4 | 50.0 ± 0.0 | +11.0 |" in mt.apart_markdown(table.reset_index())
