@@ -381,3 +381,8 @@ def test_a_three_task_federation_end_to_end(tmp_path, capsys):
     # a device's upload is its task's network: digits' head has 10 outputs, the others 3
     up = clients.groupby("task").params_up_bytes.first()
     assert up["digits"] > up["stripes"] == up["bright"]
+    from miet_fed.report.document import make_report
+
+    report = make_report(Path("results/mt"))  # per-task table; validation curves drawn
+    assert (report.parent / "per_task.csv").is_file()
+    assert (report.parent / "accuracy_per_round.png").is_file()

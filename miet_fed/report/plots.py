@@ -54,6 +54,14 @@ def _round_curves(rep: Report, rounds: pd.DataFrame, summary: dict[str, Any]) ->
         r = rounds.dropna(subset=["global_acc"])
         ax.plot(r["round"], 100 * r["global_acc"], "s--", label="global model (held-out test)")
         drawn = True
+    for col, style, label in (  # fed.val_fraction: every round on validation, test at the end
+        ("personal_val_acc", "o:", "personal, validation"),
+        ("global_val_acc", "s:", "global model, validation"),
+    ):
+        if col in rounds and rounds[col].notna().any():
+            r = rounds.dropna(subset=[col])
+            ax.plot(r["round"], 100 * r[col], style, label=label)
+            drawn = True
     if drawn:
         from matplotlib.ticker import MaxNLocator
 
