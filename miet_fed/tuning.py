@@ -25,8 +25,10 @@ import torch
 
 from miet_fed.cloud.gather import get_gather
 from miet_fed.cloud.service import FeatureService
+from miet_fed.cloud.tasks import TaskFeatures
 from miet_fed.comm.cost import check_dtype, raw_image_bytes
 from miet_fed.config import TaskConfig, TuneConfig, to_toml
+from miet_fed.config.data import dataset_stem
 from miet_fed.data import Split, load_dataset, vtab_split
 from miet_fed.edge.networks import build_edge_network, check_pair
 from miet_fed.edge.train import Optim, evaluate, fit
@@ -44,7 +46,7 @@ from miet_fed.results import (
 
 def default_name(cfg: TuneConfig) -> str:
     m = cfg.model
-    data = cfg.data.dataset.split(":")[-1].rstrip("/").split("/")[-1]
+    data = dataset_stem(cfg.data.dataset)
     return slug(
         "tune",
         f"{len(cfg.data.tasks)}tasks" if cfg.data.tasks else data,
@@ -114,15 +116,14 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     out = run_path(cfg.run.out, default_name(cfg))
     identity, overwrite = run_identity("tune", cfg), cfg.run.overwrite
     check_replaceable(out, identity, overwrite)  # before any work, not after it
-    jobs, first = [], None
-    for task in cfg.data.task_list:
-        ds = load_dataset(task.dataset)
-        split = split_of(cfg, ds.labels, task)
-        service = FeatureService(
-            cfg.model, ds.images, ds.fingerprint, progress=cfg.run.progress, shares=first
-        )
-        first = first or service  # one backbone for every task
-        jobs.append((task, ds, split, service))
+    tasks = cfg.data.task_list
+    datasets = [load_dataset(task.dataset) for task in tasks]
+    # one backbone for every task (and one service for two tasks on one dataset)
+    features = TaskFeatures(cfg.model, datasets, progress=cfg.run.progress)
+    jobs = [
+        (task, ds, split_of(cfg, ds.labels, task), service)
+        for task, ds, service in zip(tasks, datasets, features.services, strict=True)
+    ]
     for _, _, split, service in jobs:
         service.ensure(np.concatenate([split.train, split.val, split.test]))
     with atomic_dir(out, identity, overwrite) as tmp:  # held from here: the log is written live
@@ -136,7 +137,7 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
             ((rows, summary),) = results
         else:
             rows, summary = _task_summary(cfg, jobs, results)
-        summary |= {**_service_stats(jobs), "wall_seconds": round(time.perf_counter() - t0, 3)}
+        summary |= {**features.stats(), "wall_seconds": round(time.perf_counter() - t0, 3)}
         pd.DataFrame(rows).reindex(columns=_columns(cfg, rows)).to_csv(
             tmp / "metrics.csv", index=False
         )
@@ -223,15 +224,6 @@ def _tune_task(
         "train_seconds": round(train_seconds, 3),
     }
     return rows, summary
-
-
-def _service_stats(jobs: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """The backbone's counts, summed over the tasks' services."""
-    total: dict[str, Any] = {}
-    for *_, service in jobs:
-        for k, v in service.stats().items():
-            total[k] = total.get(k, 0) + v
-    return total
 
 
 def _task_summary(

@@ -10,11 +10,28 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from miet_fed.config.fields import Section, require, setting
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}"
+
+
+def dataset_setting(default: str, help: str) -> Any:  # noqa: A002 - the field's help text
+    """A dataset key: a registered name, or the user forms npz:PATH and folder:PATH."""
+    return setting(
+        default,
+        help,
+        names="miet_fed.data.datasets:DATASETS",
+        check="miet_fed.data.datasets:check_dataset_name",
+        also=("npz:PATH", "folder:PATH"),
+    )
+
+
+def dataset_stem(spec: str) -> str:
+    """A dataset spec's short name for run folders: the built-in name, or the file's or
+    folder's name (`npz:data/my.npz` -> `my.npz`)."""
+    return spec.split(":")[-1].rstrip("/").split("/")[-1]
 
 
 @dataclass(frozen=True)
@@ -27,13 +44,7 @@ class TaskConfig(Section):
         "the task's name (results' task column, summary per_task); default: the dataset's",
         allowed="letters, digits, _ and - (up to 40)",
     )
-    dataset: str = setting(
-        "",
-        "built-in name, npz:PATH or folder:PATH (required)",
-        names="miet_fed.data.datasets:DATASETS",
-        check="miet_fed.data.datasets:check_dataset_name",
-        also=("npz:PATH", "folder:PATH"),
-    )
+    dataset: str = dataset_setting("", "built-in name, npz:PATH or folder:PATH (required)")
     num_clients: int = setting(10, "the task's devices; they share its n_train pool", ge=1)
     n_train: int = setting(1000, "the task's training pool (stratified, seeded)", ge=1)
     n_test: int = setting(1000, "the task's held-out test images (0 = all the rest)", ge=0)
@@ -66,7 +77,7 @@ class TaskConfig(Section):
         """The task's name: `name`, or one made from the dataset (its file's stem)."""
         if self.name:
             return self.name
-        stem = self.dataset.split(":")[-1].rstrip("/").split("/")[-1].rsplit(".", 1)[0]
+        stem = dataset_stem(self.dataset).rsplit(".", 1)[0]
         return re.sub(r"[^A-Za-z0-9_-]", "-", stem)[:40] or "task"
 
 
@@ -85,13 +96,7 @@ def check_tasks(tasks: tuple[TaskConfig, ...]) -> None:
 @dataclass(frozen=True)
 class DataConfig(Section):
     section: ClassVar[str] = "data"
-    dataset: str = setting(
-        "animal-mnist",
-        "built-in name, npz:PATH or folder:PATH",
-        names="miet_fed.data.datasets:DATASETS",
-        check="miet_fed.data.datasets:check_dataset_name",
-        also=("npz:PATH", "folder:PATH"),
-    )
+    dataset: str = dataset_setting("animal-mnist", "built-in name, npz:PATH or folder:PATH")
     n_train: int = setting(
         1000,
         "training images (VTAB-1K: 1000, stratified, seeded; tune validates on data.n_val of them)",

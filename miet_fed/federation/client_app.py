@@ -45,7 +45,7 @@ from miet_fed.federation.sharing import (
 from miet_fed.federation.spec import RunSpec, load_spec
 from miet_fed.federation.strategies import FedStrategy, get_strategy
 from miet_fed.federation.task_heads import task_weights
-from miet_fed.federation.tasks import task_view
+from miet_fed.federation.tasks import task_of_devices, task_view
 from miet_fed.torch_device import resolve_device
 
 ROWS = "rows"  # the reply's ConfigRecord holding one JSON row per device
@@ -168,9 +168,9 @@ class NodeCall:
             )
             saved.append(self.store.load(d, r))
         self.t_fetch = time.perf_counter()
-        groups: dict[int, list[int]] = {}
-        for i, d in enumerate(self.devices):
-            groups.setdefault(spec.task_index(d), []).append(i)
+        groups: dict[int, list[int]] = {}  # one task lookup for the whole node
+        for i, task in enumerate(task_of_devices(spec.tasks, np.asarray(self.devices)).tolist()):
+            groups.setdefault(task, []).append(i)
         return [
             (mine, self._cohort(task, mine, data, saved)) for task, mine in sorted(groups.items())
         ]

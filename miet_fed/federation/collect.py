@@ -210,13 +210,16 @@ def _model_bytes(spec: RunSpec, replies: pd.DataFrame, share: str) -> tuple[dict
     contacted = clients.unique()
     contacted_task = task_of_devices(spec.tasks, contacted)
     total: dict[str, int] = {}
-    first = None
-    for t in range(max(1, len(spec.tasks))):
-        counts = param_counts(
-            cfg.edge.name, spec.payload_kind, spec.payload_shape, spec.classes_of(t), cfg.edge
+    shared_of = [
+        cost.shared_params(
+            param_counts(
+                cfg.edge.name, spec.payload_kind, spec.payload_shape, spec.classes_of(t), cfg.edge
+            ),
+            share,
         )
-        shared = cost.shared_params(counts, share)
-        first = shared if first is None else first
+        for t in range(max(1, len(spec.tasks)))
+    ]
+    for t, shared in enumerate(shared_of):
         mine = contacted[contacted_task == t]
         sizes = [spec.held(c) for c in mine]
         phases = replies.phase[task_of == t]
@@ -232,7 +235,7 @@ def _model_bytes(spec: RunSpec, replies: pd.DataFrame, share: str) -> tuple[dict
             ),
         )
         total = {k: total.get(k, 0) + v for k, v in part.items()}
-    return total, int(first or 0)
+    return total, shared_of[0]
 
 
 def _validation(spec: RunSpec, value: Any) -> dict[str, Any]:

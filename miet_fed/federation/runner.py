@@ -19,6 +19,7 @@ import pandas as pd
 from miet_fed.cloud.gather import get_gather
 from miet_fed.cloud.service import payload_info
 from miet_fed.config import SimulateConfig, nest, to_toml
+from miet_fed.config.data import dataset_stem
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.edge.networks import check_pair
 from miet_fed.errors import MietError
@@ -45,7 +46,7 @@ WORKER_RESTARTS = 10  # per ClientApp worker process (killed by the OOM killer, 
 
 def default_name(cfg: SimulateConfig) -> str:
     m, f = cfg.model, cfg.fed
-    data = cfg.data.dataset.split(":")[-1].rstrip("/").split("/")[-1]
+    data = dataset_stem(cfg.data.dataset)
     if cfg.data.tasks:
         data = f"{len(cfg.data.tasks)}tasks"
     part = f.partition + (f"{f.alpha:g}" if f.partition == "dirichlet" else "")

@@ -137,6 +137,7 @@ def run_leakage(
     setup: LeakageSetup, out: str = "", overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """Check everything, measure, write the run folder atomically; returns the summary."""
+    from miet_fed.config.data import dataset_stem
     from miet_fed.files import write_text
     from miet_fed.privacy.leakage import check_setup, log_row, measure_leakage
     from miet_fed.results import atomic_dir, check_replaceable, run_path, slug, write_json
@@ -146,7 +147,7 @@ def run_leakage(
     ident = identity(setup)
     name = slug(
         "leakage",
-        setup.dataset.split(":")[-1].rstrip("/").split("/")[-1],
+        dataset_stem(setup.dataset),
         f"{setup.img_size}px",
         f"s{setup.seed}",
         ident[:8],
