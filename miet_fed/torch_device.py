@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from miet_fed.cpus import usable_cpus
 from miet_fed.errors import MietError
 
 
@@ -25,12 +26,12 @@ def resolve_device(name: str, key: str = "model.device") -> torch.device:
     return device
 
 
-#: Environment variable: torch threads of the backbone actor (default: every CPU).
+#: Environment variable: torch threads of the backbone actor (default: every usable CPU).
 THREADS_ENV = "MIET_FED_THREADS"
 
 
 def cpu_threads() -> int:
-    """Intra-op threads for the cloud backbone: $MIET_FED_THREADS, else every CPU.
+    """Intra-op threads for the cloud backbone: $MIET_FED_THREADS, else every usable CPU.
 
     Every CPU is right for one run (the backbone extracts before round 1, when the cores are
     idle). Several runs on one machine (a sweep run by hand in two shells, the test suite two at
@@ -39,7 +40,7 @@ def cpu_threads() -> int:
     with another run beside it)."""
     raw = os.environ.get(THREADS_ENV, "").strip()
     if not raw:
-        return max(1, os.cpu_count() or 1)
+        return usable_cpus()
     if not raw.isdigit() or int(raw) < 1:
         raise MietError(f"{THREADS_ENV}={raw!r} must be a whole number >= 1 (or unset: every CPU)")
     return int(raw)

@@ -9,14 +9,25 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 # Two tests at a time (`make test`: pytest -n 2) on 2 cores: torch's OpenMP threads spin-wait for
 # partners the other test has descheduled, and a backbone extraction ran 7 times slower (README,
 # "Feature cache"). Passive waiting, set before torch is imported, reaches the subprocesses and
 # Ray workers these tests start too.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import pytest
+    # Each test worker gets its own share of the CPUs (its affinity mask, which the Ray
+    # processes it starts inherit). A simulation sizes its Ray instance and client workers by
+    # the CPUs it may use (`miet_fed.cpus`): two tests side by side on 2 cores then start one
+    # client worker each instead of two, the second of which only paid its start-up (about 6
+    # CPU-seconds: interpreter, torch, Flower) to compete for a core that was not free.
+    _cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    _index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    if len(_cpus) >= _WORKERS:
+        _share = len(_cpus) // _WORKERS
+        os.sched_setaffinity(0, _cpus[_index * _share : (_index + 1) * _share])
 
 TINY = ["--model", "vit_tiny_patch16_224", "--weights", "random", "--img-size", "32"]
 

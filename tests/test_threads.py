@@ -1,15 +1,15 @@
-"""The backbone actor's torch threads: every CPU by default, fewer with $MIET_FED_THREADS, and a
-bad value is a one-line error before any work."""
+"""The backbone actor's torch threads: every usable CPU by default, fewer with
+$MIET_FED_THREADS, and a bad value is a one-line error before any work."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from miet_fed.cli import main
+from miet_fed.cpus import usable_cpus
 from miet_fed.errors import MietError
 from miet_fed.torch_device import THREADS_ENV, cpu_threads
 from tests.conftest import TINY
@@ -17,7 +17,7 @@ from tests.conftest import TINY
 
 def test_threads_default_to_every_cpu_and_follow_the_environment(monkeypatch):
     monkeypatch.delenv(THREADS_ENV, raising=False)
-    assert cpu_threads() == (os.cpu_count() or 1)
+    assert cpu_threads() == usable_cpus()
     monkeypatch.setenv(THREADS_ENV, "1")
     assert cpu_threads() == 1
     for bad in ("0", "two", "-1", "1.5"):
@@ -39,10 +39,10 @@ def test_backbone_server_uses_the_threads_it_is_told(tmp_path, monkeypatch):
         monkeypatch.setenv(THREADS_ENV, "1")
         BackboneServer(model, f"npz:{tmp_path / 'p.npz'}", str(tmp_path / "c"), False)
         assert torch.get_num_threads() == 1
-        if (os.cpu_count() or 1) > 1:
+        if usable_cpus() > 1:
             monkeypatch.delenv(THREADS_ENV)
             BackboneServer(model, f"npz:{tmp_path / 'p.npz'}", str(tmp_path / "c"), False)
-            assert torch.get_num_threads() == os.cpu_count()
+            assert torch.get_num_threads() == usable_cpus()
     finally:
         torch.set_num_threads(before)
 

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from miet_fed.cpus import usable_cpus
 from miet_fed.errors import MietError
 
 #: Ray's own switch for "not a multi-node machine": keep the node address on loopback.
@@ -185,7 +186,7 @@ def _session_key(cfg: Any, cpus: int) -> tuple:
 def local_cpus(nodes: int | None, cpus_per_client: float, have: int) -> int:
     """CPUs a local Ray instance offers: enough for one worker per cohort node and no more
     (Flower starts a worker process per `cpus_per_client` the cluster has, whatever the run
-    needs), at most the machine's."""
+    needs), at most those this process may use (`usable_cpus`)."""
     if not nodes:
         return have
     return max(1, min(have, math.ceil(nodes * cpus_per_client - 1e-9)))
@@ -199,7 +200,7 @@ def _init_ray(cfg: Any, nodes: int | None = None) -> None:
     from miet_fed.federation.spec import NAMESPACE
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a FutureWarning
-    have = os.cpu_count() or 1
+    have = usable_cpus()
     key = _session_key(cfg, local_cpus(nodes, cfg.fed.cpus_per_client, have))
     if ray.is_initialized():
         if _SESSION is None or _SESSION["key"] == key:
@@ -237,7 +238,7 @@ def _init_ray(cfg: Any, nodes: int | None = None) -> None:
     need = cfg.fed.cpus_per_client
     if need > have:  # Flower would stop with "ActorPool is empty" and a traceback
         raise MietError(
-            f"fed.cpus_per_client={need:g} but this machine has {have} CPU(s); use "
+            f"fed.cpus_per_client={need:g} but this process may use {have} CPU(s); use "
             f"fed.cpus_per_client <= {have}, or a Ray cluster (--ray-address) with bigger nodes"
         )
     for name, value in local_ray_env().items():

@@ -5,7 +5,6 @@ simulation, collects our own per-client rows, and writes the run folder atomical
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -20,6 +19,7 @@ from miet_fed.cloud.gather import get_gather
 from miet_fed.cloud.service import payload_info
 from miet_fed.config import SimulateConfig, nest, to_toml
 from miet_fed.config.data import dataset_stem
+from miet_fed.cpus import usable_cpus
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.edge.networks import check_pair
 from miet_fed.errors import MietError
@@ -94,9 +94,9 @@ def nested_config(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def client_workers(cfg: SimulateConfig) -> int:
-    """Client workers Flower can run at once: the CPUs of this machine, or of the Ray cluster
-    the run joins, over fed.cpus_per_client."""
-    cpus = float(os.cpu_count() or 1)
+    """Client workers Flower can run at once: the CPUs this process may use (its affinity mask),
+    or those of the Ray cluster the run joins, over fed.cpus_per_client."""
+    cpus = float(usable_cpus())
     if cfg.run.ray_address:
         import ray
 
