@@ -349,8 +349,9 @@ def test_cohort_run_equals_one_device_per_node(strategy, gather, edge, dtype, tm
     npz = make_tiny_npz(tmp_path / "tiny.npz")
     sets = [f"fed.strategy={strategy}", f"model.gather={gather}", f"edge.name={edge}"]
     sets += [f"model.dtype={dtype}", "model.k=3"]
-    # 6 nodes of one device against 2 nodes of three: both offer Ray 2 CPUs, so the module's
-    # Ray instance serves both runs (one node of six would start a 1-CPU instance)
+    # 6 nodes of one device against 2 nodes of three: both offer Ray the CPUs the test may use
+    # (up to 2), so the module's Ray instance serves both runs (one node of six would start a
+    # 1-CPU instance where the test may use two)
     one = _simulate(capsys, npz, f"results/{strategy}-one", *sets, "fed.devices_per_node=1")
     all_ = _simulate(capsys, npz, f"results/{strategy}-all", *sets, "fed.devices_per_node=3")
     for run, s in ((f"{strategy}-one", one), (f"{strategy}-all", all_)):

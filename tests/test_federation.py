@@ -128,6 +128,7 @@ def test_strategy_shares_what_it_claims(strategy, shared_cache, monkeypatch, cap
 def test_backbone_runs_once_per_unique_image(capsys):
     small = [*REAL_SMALL, "--set", "data.n_train=100", "--set", "data.n_test=20"]
     small += ["--set", "fed.num_clients=5", "--set", "fed.partition=iid"]
+    small += ["--set", "fed.devices_per_node=3"]  # two nodes, whatever the CPUs
     s = _simulate(capsys, *small, "--set", "fed.rounds=3", "--set", "fed.strategy=fedavg")
     assert s["backbone_forwards"] == s["unique_images"] == 120
     assert s["features_via_actor"] is True
@@ -242,7 +243,8 @@ def test_killed_worker_loses_its_messages_once_and_the_run_goes_on(tmp_path, mon
     assert rounds.clients_trained.tolist() == [4, 4 - lost.get("train", 0), 4]
     assert rounds.clients_evaluated.tolist() == [4, 4 - lost.get("evaluate", 0), 4]
 
-    s = _simulate(capsys, *args, "--out", "results/c")  # 4 devices on 2 cohort nodes
+    cohorts = [*args, "--set", "fed.devices_per_node=2"]
+    s = _simulate(capsys, *cohorts, "--out", "results/c")  # 4 devices on 2 cohort nodes
     failures = pd.read_csv(Path("results/c/failures.csv"))
     train = failures[failures.phase == "train"]
     assert s["failures"] == len(failures) and set(failures["round"]) == {2}
