@@ -221,15 +221,32 @@ def test_client_failure_is_reported_and_fails_the_run(tmp_path, monkeypatch, cap
     assert rounds.failures.tolist() == [1, 0] and rounds.clients_trained.tolist() == [3, 4]
 
 
-def test_killed_worker_loses_its_messages_once_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("packing", ["one-per-node", "cohorts"])
+def test_killed_worker_loses_its_messages_once_and_the_run_goes_on(
+    packing, tmp_path, monkeypatch, capsys
+):
     """SIGKILL the Ray worker running device 2 in round 2 (as the OOM killer would): a message
     whose worker was lost is sent once more, so messages Flower handed the worker while it was
     restarting (seen in CI) run, and device 2 (killed again) is the failure; in a cohort, every
-    device of that node fails that round. The worker restarts and later rounds run in full."""
+    device of that node fails that round. The worker restarts and later rounds run in full.
+    (Two packings, two tests: each is a minute of worker restarts, and they run side by side.)"""
     from miet_fed.federation.client_app import FAULT_ENV
 
     monkeypatch.setenv(FAULT_ENV, "2:2:kill")
     args = [*_tiny_sim_args(tmp_path), "--set", "fed.rounds=3", "--set", "fed.allow_failures=true"]
+    # Two client workers on whatever CPUs the test may use: the other worker goes on while the
+    # killed one restarts (with one worker, every message queued to it fails too)
+    args += ["--set", "fed.cpus_per_client=0.5"]
+    if packing == "cohorts":
+        cohorts = [*args, "--set", "fed.devices_per_node=2"]
+        s = _simulate(capsys, *cohorts, "--out", "results/c")  # 4 devices on 2 cohort nodes
+        failures = pd.read_csv(Path("results/c/failures.csv"))
+        train = failures[failures.phase == "train"]
+        assert s["failures"] == len(failures) and set(failures["round"]) == {2}
+        assert 2 in set(train["client"]) and len(train) in (2, 4)  # device 2's node (or both)
+        rounds = pd.read_csv(Path("results/c/rounds.csv"))
+        assert rounds[rounds["round"] >= 1].clients_trained.tolist() == [4, 4 - len(train), 4]
+        return
     s = _simulate(capsys, *args, "--set", "fed.devices_per_node=1", "--out", "results/w")
     failures = pd.read_csv(Path("results/w/failures.csv"))
     # Device 2 fails; on a loaded machine (the suite runs two tests at once) a message handed
@@ -242,15 +259,6 @@ def test_killed_worker_loses_its_messages_once_and_the_run_goes_on(tmp_path, mon
     rounds = rounds[rounds["round"] >= 1]
     assert rounds.clients_trained.tolist() == [4, 4 - lost.get("train", 0), 4]
     assert rounds.clients_evaluated.tolist() == [4, 4 - lost.get("evaluate", 0), 4]
-
-    cohorts = [*args, "--set", "fed.devices_per_node=2"]
-    s = _simulate(capsys, *cohorts, "--out", "results/c")  # 4 devices on 2 cohort nodes
-    failures = pd.read_csv(Path("results/c/failures.csv"))
-    train = failures[failures.phase == "train"]
-    assert s["failures"] == len(failures) and set(failures["round"]) == {2}
-    assert 2 in set(train["client"]) and len(train) in (2, 4)  # device 2's node (or both)
-    rounds = pd.read_csv(Path("results/c/rounds.csv"))
-    assert rounds[rounds["round"] >= 1].clients_trained.tolist() == [4, 4 - len(train), 4]
     monkeypatch.delenv(FAULT_ENV)
     assert _simulate(capsys, *args, "--out", "results/w2")["failures"] == 0  # starts cleanly
 
