@@ -127,9 +127,10 @@ def _print_summary(args: argparse.Namespace, table: Any, summary: dict[str, Any]
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from miet_fed.config import TuneConfig, load_config
+
+    cfg = load_config(TuneConfig, args.config, overrides_of(args))  # a bad setting: no torch yet
     from miet_fed.tuning import run_tune, summary_table
 
-    cfg = load_config(TuneConfig, args.config, overrides_of(args))
     summary = run_tune(cfg)
     _print_summary(args, summary_table(summary), summary)
     return 0
@@ -137,10 +138,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from miet_fed.config import SimulateConfig, load_config
+
+    cfg = load_config(SimulateConfig, args.config, overrides_of(args))  # before torch, Ray, Flower
     from miet_fed.federation.report import simulate_table
     from miet_fed.federation.runner import run_simulate
 
-    cfg = load_config(SimulateConfig, args.config, overrides_of(args))
     summary = run_simulate(cfg)
     _print_summary(args, simulate_table(summary), summary)
     return 0

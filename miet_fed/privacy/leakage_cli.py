@@ -12,12 +12,15 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from miet_fed.privacy.leakage import LeakageResult, LeakageSetup, parse_payloads
+from miet_fed.privacy.setup import LeakageSetup, parse_payloads
 from miet_fed.results import digest
+
+if TYPE_CHECKING:  # torch and pandas load when the command runs, not with the parser
+    import pandas as pd
+
+    from miet_fed.privacy.leakage import LeakageResult
 
 HELP = "privacy leakage: train an inversion decoder per payload, score PSNR/SSIM/re-identification"
 
@@ -71,6 +74,8 @@ def identity(setup: LeakageSetup) -> str:
 
 
 def frame(result: LeakageResult) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(result.rows).reindex(columns=COLUMNS)
 
 
