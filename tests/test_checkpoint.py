@@ -132,8 +132,12 @@ def test_resume_uses_only_committed_rounds(tmp_path):
 
 
 @pytest.mark.slow
-def test_simulation_killed_hard_resumes_to_the_same_tables(tmp_path):
-    """Ditto keeps a personal model per client (client state) on top of the shared one."""
+def test_simulation_killed_hard_resumes_to_the_same_tables(tmp_path, capsys):
+    """Ditto keeps a personal model per client (client state) on top of the shared one. The run
+    that is killed is a process of its own; the reference and the resume run here, in one Ray
+    session (`miet_fed.cli.main`, as the console script runs it)."""
+    from miet_fed.cli import main
+    from miet_fed.federation.ray_setup import ray_session
     from tests.conftest import TINY, brightness_npz
 
     brightness_npz(tmp_path / "small.npz", 120, seed=1)
@@ -147,35 +151,34 @@ def test_simulation_killed_hard_resumes_to_the_same_tables(tmp_path):
         "fed.partition": "iid",
         "fed.strategy": "ditto",
     }
-    args = [exe, "simulate", "--dataset", f"npz:{tmp_path / 'small.npz'}", *TINY, "--quiet"]
+    args = ["simulate", "--dataset", f"npz:{tmp_path / 'small.npz'}", *TINY, "--quiet"]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
-    env = dict(os.environ)
 
     def run(out: str) -> dict:
-        done = subprocess.run([*args, "--out", out, "--json"], env=env, capture_output=True)
-        assert done.returncode == 0, done.stderr.decode()[-2000:]
-        return json.loads(done.stdout.decode().splitlines()[-1])
+        assert main([*args, "--out", out, "--json"]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
-    assert run("results/ref")["resumed_after_round"] == 0
-    proc = subprocess.Popen(
-        [*args, "--out", "results/cut"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the kill takes Ray's processes too
-    )
-    server = Path("results/.cut.ckpt/server.json")
-    deadline = time.time() + 180
-    while time.time() < deadline and ck.committed_round(server.parent) < 2:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    cut_at = ck.committed_round(server.parent)
-    assert 2 <= cut_at < 5, "the kill must land before the run finished"
-    assert not Path("results/cut").exists()  # nothing half-written is visible
-
-    summary = run("results/cut")
+    env = dict(os.environ)  # the killed run's own Ray instance, not the session's
+    with ray_session():
+        assert run("results/ref")["resumed_after_round"] == 0
+        proc = subprocess.Popen(
+            [exe, *args, "--out", "results/cut"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: the kill takes Ray's processes too
+        )
+        server = Path("results/.cut.ckpt/server.json")
+        deadline = time.time() + 180
+        while time.time() < deadline and ck.committed_round(server.parent) < 2:
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        cut_at = ck.committed_round(server.parent)
+        assert 2 <= cut_at < 5, "the kill must land before the run finished"
+        assert not Path("results/cut").exists()  # nothing half-written is visible
+        summary = run("results/cut")
     assert summary["resumed_after_round"] == cut_at and summary["failures"] == 0
     assert not server.parent.exists()  # the checkpoint goes once the results are in place
     for name in ("clients.csv", "rounds.csv", "ledger.csv", "partitions.csv"):
