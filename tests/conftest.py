@@ -28,6 +28,8 @@ if _WORKERS > 1:
     if len(_cpus) >= _WORKERS:
         _share = len(_cpus) // _WORKERS
         os.sched_setaffinity(0, _cpus[_index * _share : (_index + 1) * _share])
+    elif _cpus:  # more workers than CPUs: each CPU takes turns (a test's waits leave it free)
+        os.sched_setaffinity(0, {_cpus[_index % len(_cpus)]})
 
 TINY = ["--model", "vit_tiny_patch16_224", "--weights", "random", "--img-size", "32"]
 
