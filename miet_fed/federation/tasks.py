@@ -15,16 +15,18 @@ as it was.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from miet_fed.config import SimulateConfig
 from miet_fed.data import load_dataset, vtab_split
 from miet_fed.data.base import short_hash
 from miet_fed.errors import MietError
 from miet_fed.federation.partition import ClientData, make_clients, partition_table
+
+if TYPE_CHECKING:  # pandas loads in the driver, not in every client worker that imports this
+    import pandas as pd
 
 SEP = "/"  # task name / edge-network key (network keys never hold one)
 
@@ -141,6 +143,8 @@ def load_tasks(cfg: SimulateConfig) -> TaskData:
             )
         )
         offset += len(ds.labels)
+    import pandas as pd
+
     partitions = pd.concat(tables, ignore_index=True).fillna(0)
     label_cols = [c for c in partitions if c.startswith("label_")]
     partitions[label_cols] = partitions[label_cols].astype(int)
