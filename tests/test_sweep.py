@@ -297,7 +297,8 @@ def test_study_scripts_build_their_sweeps():
 @pytest.mark.slow  # a sweep subprocess killed and rerun: tens of seconds
 def test_sweep_killed_hard_resumes_to_the_same_table(tiny_npz, tmp_path):
     """SIGKILL a sweep in its second run, start it again: the table equals an uninterrupted one,
-    and no half-written run is ever visible."""
+    and no half-written run is ever visible. The killed sweep is a process of its own; the
+    reference and the resume run here (`main`, as the console script runs them)."""
     import os
     import signal
     import subprocess
@@ -308,12 +309,7 @@ def test_sweep_killed_hard_resumes_to_the_same_table(tiny_npz, tmp_path):
     grid = {"train.lr": [0.001, 0.002, 0.003], "train.epochs": [400]}  # ~2 s per run
     toml = write_sweep(tmp_path / "k.toml", tiny_npz, grid=grid)
     env = {**os.environ, "MIET_FED_CACHE": os.environ["MIET_FED_CACHE"]}
-    subprocess.run(
-        [exe, "sweep", str(toml), "--out", "results/ref", "--quiet"],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    assert main(["sweep", str(toml), "--out", "results/ref", "--quiet"]) == 0
     proc = subprocess.Popen(
         [exe, "sweep", str(toml), "--out", "results/cut", "--quiet"],
         env=env,
@@ -330,12 +326,7 @@ def test_sweep_killed_hard_resumes_to_the_same_table(tiny_npz, tmp_path):
     assert 1 <= len(done) < 3, "the kill must land before the sweep finished"
     visible = [p for p in runs.iterdir() if not p.name.startswith(".")]
     assert all((p / "summary.json").exists() for p in visible)  # complete runs only
-    subprocess.run(
-        [exe, "sweep", str(toml), "--out", "results/cut", "--quiet"],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    assert main(["sweep", str(toml), "--out", "results/cut", "--quiet"]) == 0
     assert not [p for p in runs.iterdir() if p.name.startswith(".")]  # leftovers cleaned
     ref, cut = (pd.read_csv(Path(d) / "runs.csv") for d in ("results/ref", "results/cut"))
     drop = [c for c in ref.columns if c in TIMING or c.endswith("seconds")]
