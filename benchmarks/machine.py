@@ -72,10 +72,9 @@ def load_average() -> list[float] | None:
 
 def machine_info() -> dict[str, Any]:
     """The facts a reader needs to compare numbers across machines (no torch import)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    from miet_fed.cpus import usable_cpus
+
+    usable = usable_cpus()  # what a run sizes its Ray instance and workers by
     cpu_model = None
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -1,6 +1,6 @@
 """Accuracy per task in a federation of devices with different tasks, one row per strategy.
 
-    .venv/bin/miet-fed sweep configs/sweep_tasks.toml   # 3 tasks x 4 strategies x 2 seeds
+    .venv/bin/miet-fed sweep configs/sweep_tasks.toml   # 3 tasks x 4 strategies x 3 seeds
     .venv/bin/python simulations/multi_task.py            # the per-task table (markdown)
     .venv/bin/miet-fed sweep configs/sweep_tasks_apart.toml   # the control: each task alone
     .venv/bin/python simulations/multi_task.py --apart results/sweep_tasks_apart
