@@ -93,6 +93,8 @@ def apart(summary: pd.DataFrame, alone: pd.DataFrame, strategy: str = "fedper") 
     out = []
     for task, mine in together.groupby("task", sort=False):
         other = rows[rows.task == task]
+        pairs = mine.merge(other, on="seed", suffixes=("", "_alone")).sort_values("seed")
+        diffs = pairs.personal_acc - pairs.personal_acc_alone  # same devices, same seed
         out.append(
             {
                 "task": task,
@@ -101,6 +103,9 @@ def apart(summary: pd.DataFrame, alone: pd.DataFrame, strategy: str = "fedper") 
                 "alone_mean": other.personal_acc.mean(),
                 "alone_std": other.personal_acc.std(),
                 "seeds": min(len(mine), len(other)),
+                "paired_diffs": " ".join(f"{100 * d:+.1f}" for d in diffs),
+                "behind": int((diffs < 0).sum()),
+                "pairs": len(diffs),
             }
         )
     return pd.DataFrame(out)
@@ -118,6 +123,11 @@ def apart_markdown(table: pd.DataFrame, strategy: str = "fedper") -> str:
             f"| {r.task} | {_cell(r.together_mean, r.together_std)} | "
             f"{_cell(r.alone_mean, r.alone_std)} | {diff:+.1f} |"
         )
+    lines.append("")
+    lines.append(
+        f"Seed by seed, one body behind in {table.behind.sum()} of {table.pairs.sum()} pairs:"
+    )
+    lines += [f"- {r.task}: {r.paired_diffs} points" for r in table.itertuples()]
     return "\n".join(lines)
 
 

@@ -69,4 +69,8 @@ def test_one_body_across_tasks_against_each_task_alone(mt):
     table = mt.apart(_summary(), alone).set_index("task")
     assert table.loc["b", "together_mean"] == pytest.approx(0.61)
     assert table.loc["b", "alone_mean"] == pytest.approx(0.5) and (table.seeds == 2).all()
-    assert "| b | 61.0 ± 1.4 | 50.0 ± 0.0 | +11.0 |" in mt.apart_markdown(table.reset_index())
+    text = mt.apart_markdown(table.reset_index())
+    assert "| b | 61.0 ± 1.4 | 50.0 ± 0.0 | +11.0 |" in text
+    # paired by seed: b's runs at 0.60 and 0.62 against 0.50 alone
+    assert table.loc["b", "paired_diffs"] == "+10.0 +12.0" and table.loc["b", "behind"] == 0
+    assert f"behind in {table.behind.sum()} of 6 pairs" in text and "- b: +10.0 +12.0" in text
