@@ -159,10 +159,11 @@ class SimRun:
         return self.wall - (self.engine_start + sim)
 
 
-def simulate_cli(pairs: list[str], out: Path, timeout: float = 1800.0, pss: bool = True) -> SimRun:
+def simulate_cli(pairs: list[str], out: Path, timeout: float = 1800.0, pss: bool = False) -> SimRun:
     """Run `miet-fed simulate --set ... --json` as a subprocess, watching its memory and its
     stdout (the JSON summary, timestamped on arrival); timings come from its run folder.
-    pss=False samples RSS only (see `MemorySampler`: reading PSS slows the run it watches)."""
+    RSS only by default; pss=True where memory is what a job weighs (see `MemorySampler`:
+    reading PSS slows the run it watches, so a timed job must not)."""
     exe = Path(sys.executable).with_name("miet-fed")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "miet_fed.cli"]
     cmd += ["simulate", "--out", str(out), "--json"]

@@ -164,7 +164,7 @@ class MemorySampler:
     stacked steps wait on the lock) and a 10-device one by about 7 %. Timed jobs use pss=False.
     """
 
-    def __init__(self, pid: int, interval: float = 0.25, pss: bool = True) -> None:
+    def __init__(self, pid: int, interval: float = 0.25, pss: bool = False) -> None:
         self.pid, self.interval, self.pss = pid, interval, pss
         self.peak_rss = self.peak_pss = self.peak_procs = 0
         self._stop = threading.Event()

@@ -66,7 +66,9 @@ def run(size: str, work: Path) -> Report:
     for registered, sampled in s["configs"]:
         pairs = pairs_for(registered, sampled, rounds)
         _, service, _, _ = prefill(sim_config(pairs), work, service)
-        runs[(registered, sampled)] = simulate_cli(pairs, work / f"sim-{registered}-{sampled}")
+        runs[(registered, sampled)] = simulate_cli(
+            pairs, work / f"sim-{registered}-{sampled}", pss=True
+        )
 
     figures: dict[str, Any] = {}
     for (registered, sampled), sim in runs.items():

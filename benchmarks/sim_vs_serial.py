@@ -170,7 +170,6 @@ def run(size: str, work: Path) -> Report:
         "sim_personal_acc": summ.get("personal_acc"),
         "sim_global_acc": summ.get("global_acc"),
         "sim_peak_rss_bytes": sim.peak_rss,
-        "sim_peak_pss_bytes": sim.peak_pss,
         "serial": {str(n): r for n, r in serial.items()},
         "serial_best_threads": best["threads"],
         "same_partitions": same,
