@@ -119,3 +119,65 @@ def test_ray_left_running_hides_only_the_shutdown_of_flowers_ray_backend():
         assert raybackend.ray.is_initialized is ray.is_initialized
         assert raybackend.ray.init is ray.init
     assert raybackend.ray is ray
+
+
+def test_poll_interval_is_short_for_cohort_nodes_and_flowers_own_for_many():
+    from miet_fed.federation.flower_compat import FLOWER_POLL, MIN_POLL, poll_interval
+
+    assert poll_interval(1) == poll_interval(2) == MIN_POLL
+    assert poll_interval(200) == poll_interval(100_000) == FLOWER_POLL
+    values = [poll_interval(n) for n in range(1, 400)]
+    assert values == sorted(values)
+
+
+def test_quick_polling_runs_flowers_extractor_with_short_waits_and_restores_it():
+    """Flower's own `add_messages_to_queue` runs inside the block (polling a link state that
+    records each poll), waking every 5 ms instead of every 0.1 s; the block restores it."""
+    import queue
+    import threading
+    import time
+
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    from miet_fed.federation.flower_compat import quick_polling
+
+    class Polls:  # stands in for the link state: the extractor only asks it for messages
+        def __init__(self) -> None:
+            self.count = 0
+
+        def get_message_ins(self, node_id: int, limit: int) -> list:
+            self.count += 1
+            return []
+
+    real = vce_api.add_messages_to_queue
+    polls, stop = Polls(), threading.Event()
+    with quick_polling(2):
+        assert vce_api.add_messages_to_queue is not real
+        extractor = threading.Thread(
+            target=vce_api.add_messages_to_queue, args=(polls, queue.Queue(), {7: 0}, stop)
+        )
+        extractor.start()
+        time.sleep(0.3)
+        stop.set()
+        extractor.join(timeout=5)
+    assert not extractor.is_alive()
+    assert vce_api.add_messages_to_queue is real
+    assert polls.count > 6  # about 60 at 5 ms; Flower's 0.1 s would give 3 or 4
+
+
+def test_quick_pulls_sets_the_in_memory_grids_interval_and_leaves_other_grids_alone():
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    from miet_fed.federation.flower_compat import poll_interval, quick_pulls
+
+    grid = InMemoryGrid.__new__(InMemoryGrid)  # its constructor needs a live link state
+    grid.pull_interval = 0.1
+    quick_pulls(grid, 2)
+    assert grid.pull_interval == poll_interval(2) < 0.1
+
+    class OtherGrid:
+        pull_interval = 3.0
+
+    other = OtherGrid()
+    quick_pulls(other, 2)  # type: ignore[arg-type]
+    assert other.pull_interval == 3.0

@@ -10,8 +10,11 @@
   no longer has is an error here, not a silently incomplete checkpoint.
 - Flower's Ray backend shuts Ray down after every simulation; `ray_left_running` hides that
   call from it while a `ray_session` keeps one Ray instance for many runs.
-`tests/test_flower_compat.py` drives Flower's real strategy objects through both and checks
-the backend still makes the call it hides.
+- Flower's simulation moves messages by polling every 0.1 s, twice per phase (its engine looks
+  for new messages, the grid for replies): with a few cohort nodes that was 0.3 s of a 3 s
+  round spent asleep. `quick_polling` and `quick_pulls` poll faster where there are few nodes.
+`tests/test_flower_compat.py` drives Flower's real strategy objects through these and checks
+the code they rely on still does what they assume.
 """
 
 from __future__ import annotations
@@ -118,3 +121,71 @@ def ray_left_running() -> Iterator[None]:
         yield
     finally:
         raybackend.ray = real
+
+
+FLOWER_POLL = 0.1  # Flower's own interval: its engine's `f_stop.wait(0.1)`, the grid's default
+MIN_POLL = 0.005
+POLL_PER_NODE = 0.0005  # a poll asks the link state once per node: keep polls per second bounded
+
+
+def poll_interval(num_nodes: int) -> float:
+    """Seconds between polls for `num_nodes` nodes: 5 ms for a few cohort nodes, Flower's 0.1 s
+    from 200 nodes on (one node per device), where each poll's own cost grows with the nodes."""
+    return min(FLOWER_POLL, max(MIN_POLL, num_nodes * POLL_PER_NODE))
+
+
+class _QuickStop:
+    """The stop event Flower's message extractor waits on, its waits shortened to `interval`."""
+
+    def __init__(self, event: Any, interval: float) -> None:
+        self._event, self._interval = event, interval
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(self._interval if timeout is None else min(timeout, self._interval))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._event, name)
+
+
+@contextmanager
+def quick_polling(num_nodes: int) -> Iterator[None]:
+    """Within this block the simulation engine looks for new messages every
+    `poll_interval(num_nodes)` instead of 0.1 s. Fails loudly if Flower's extractor no longer
+    waits on its stop event (`f_stop.wait(0.1)` in `vce_api.add_messages_to_queue`)."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    real = vce_api.add_messages_to_queue
+    signature = inspect.signature(real)
+    if "f_stop" not in signature.parameters or "f_stop.wait(" not in inspect.getsource(real):
+        raise RuntimeError(
+            "Flower's vce_api.add_messages_to_queue no longer waits on f_stop: update "
+            "miet_fed/federation/flower_compat.py (quick_polling)"
+        )
+    interval = poll_interval(num_nodes)
+
+    def polled(*args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(*args, **kwargs)
+        bound.arguments["f_stop"] = _QuickStop(bound.arguments["f_stop"], interval)
+        real(*bound.args, **bound.kwargs)
+
+    vce_api.add_messages_to_queue = polled
+    try:
+        yield
+    finally:
+        vce_api.add_messages_to_queue = real
+
+
+def quick_pulls(grid: Grid, num_nodes: int) -> None:
+    """The simulation's in-memory grid pulls replies every `poll_interval(num_nodes)` instead
+    of 0.1 s; other grids (a deployment's) are left as they are. Fails loudly if the in-memory
+    grid no longer sleeps `pull_interval` between pulls."""
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    if not isinstance(grid, InMemoryGrid):
+        return
+    if "time.sleep(self.pull_interval)" not in inspect.getsource(InMemoryGrid.send_and_receive):
+        raise RuntimeError(
+            "Flower's InMemoryGrid no longer sleeps pull_interval between pulls: update "
+            "miet_fed/federation/flower_compat.py (quick_pulls)"
+        )
+    grid.pull_interval = poll_interval(num_nodes)

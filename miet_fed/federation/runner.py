@@ -269,7 +269,7 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
 
     from miet_fed.federation.actor import ensure_with_bar, start_actor
     from miet_fed.federation.client_app import app as client_app
-    from miet_fed.federation.flower_compat import ray_left_running
+    from miet_fed.federation.flower_compat import quick_polling, ray_left_running
     from miet_fed.federation.server_app import make_server_app
 
     cfg = prep.spec.config
@@ -299,7 +299,10 @@ def simulate_in_process(prep: Prepared, spec_path: str) -> dict[str, float]:
         timings["extract_seconds"] = time.perf_counter() - t1
         timings["startup_seconds"] = time.perf_counter() - t0
         t2 = time.perf_counter()
-        with ray_left_running() if in_session() else nullcontext():
+        with (
+            ray_left_running() if in_session() else nullcontext(),
+            quick_polling(prep.spec.num_nodes),
+        ):
             run_simulation(
                 server_app=make_server_app(spec_path),
                 client_app=client_app,

@@ -220,6 +220,7 @@ def run_rounds(
 
 def run_server(grid: Grid, spec_path: str) -> None:
     spec = load_spec(spec_path)
+    flower_compat.quick_pulls(grid, spec.num_nodes)
     order = map_nodes(grid, spec.num_nodes)
     strategy = get_strategy(spec.config.fed.strategy)
     source = feature_source(spec_path)
