@@ -133,27 +133,25 @@ def test_resume_uses_only_committed_rounds(tmp_path):
 
 @pytest.mark.slow
 def test_simulation_killed_hard_resumes_to_the_same_tables(tmp_path, capsys):
-    """Ditto keeps a personal model per client (client state) on top of the shared one. The run
-    that is killed is a process of its own; the reference and the resume run here, in one Ray
+    """Ditto keeps a personal model per client (client state) on top of the shared one, in a
+    three-task federation (a head per task, each device on its own task's data). The run that
+    is killed is a process of its own; the reference and the resume run here, in one Ray
     session (`miet_fed.cli.main`, as the console script runs it)."""
     from miet_fed.cli import main
+    from miet_fed.config import build_config, to_toml
     from miet_fed.federation.ray_setup import ray_session
-    from tests.conftest import TINY, brightness_npz
+    from tests.test_tasks import MODEL, _tasks
 
-    brightness_npz(tmp_path / "small.npz", 120, seed=1)
-    exe = str(Path(sys.executable).with_name("miet-fed"))
-    sets = {
-        "data.n_train": 80,
-        "data.n_test": 20,
-        "fed.num_clients": 4,
-        "fed.clients_per_round": 3,
-        "fed.rounds": 5,
-        "fed.partition": "iid",
-        "fed.strategy": "ditto",
+    data = {
+        "model": MODEL,
+        "data": {"tasks": _tasks(tmp_path)},
+        "fed": {"num_clients": 8, "clients_per_round": 6, "rounds": 5, "strategy": "ditto"},
+        "train": {"epochs": 1},
     }
-    args = ["simulate", "--dataset", f"npz:{tmp_path / 'small.npz'}", *TINY, "--quiet"]
-    for key, value in sets.items():
-        args += ["--set", f"{key}={value}"]
+    config = tmp_path / "tasks.toml"
+    config.write_text(to_toml(build_config(SimulateConfig, data)))
+    exe = str(Path(sys.executable).with_name("miet-fed"))
+    args = ["simulate", str(config), "--quiet"]
 
     def run(out: str) -> dict:
         assert main([*args, "--out", out, "--json"]) == 0
