@@ -130,7 +130,12 @@ POLL_PER_NODE = 0.0005  # a poll asks the link state once per node: keep polls p
 
 def poll_interval(num_nodes: int) -> float:
     """Seconds between polls for `num_nodes` nodes: 5 ms for a few cohort nodes, Flower's 0.1 s
-    from 200 nodes on (one node per device), where each poll's own cost grows with the nodes."""
+    from 200 nodes on (one node per device), where each poll's own cost grows with the nodes.
+
+    Measured on the 2-core machine (tiny ViT, one device per node, rounds 2..R): 20 nodes, 0.52
+    and 0.51 s per round at 10 ms against 0.74 and 0.85 s at 0.1 s, the driver's CPU the same
+    within noise; 100 nodes, no difference in round time at 50 ms, the driver about 5 % busier.
+    """
     return min(FLOWER_POLL, max(MIN_POLL, num_nodes * POLL_PER_NODE))
 
 
