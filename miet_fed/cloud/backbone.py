@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,8 +180,38 @@ def describe_vit(model: str, img_size: int) -> dict[str, int]:
     return dict(_describe_vit(model, img_size))
 
 
+SHAPE_FACTS = "vit-shapes"  # folder of the cache root: one small JSON file per (timm, model, size)
+
+
 @functools.lru_cache(maxsize=32)
 def _describe_vit(model: str, img_size: int) -> dict[str, int]:
+    """Read from the cache root when an earlier run of this timm version described the model:
+    importing timm (and torchvision, and torch._dynamo through it) costs the driver and the
+    backbone actor about 2.4 s each per run, and a run on cached features needs nothing else
+    from it. A file that does not parse or names another model is rewritten."""
+    from importlib.metadata import version
+
+    from miet_fed.files import write_text
+    from miet_fed.paths import cache_dir
+
+    key = f"timm=={version('timm')} {model} {img_size}"
+    path = cache_dir() / SHAPE_FACTS / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    try:
+        saved = json.loads(path.read_text())
+        if saved["key"] == key:
+            return {name: int(value) for name, value in saved["facts"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    facts = _describe_with_timm(model, img_size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps({"key": key, "facts": facts}))
+    except OSError:
+        pass  # a read-only or full cache root: describe again next time
+    return facts
+
+
+def _describe_with_timm(model: str, img_size: int) -> dict[str, int]:
     timm = import_timm()
     check_model_name(model)
     try:
