@@ -51,7 +51,8 @@ def _tensor_digest(tensors: dict[str, torch.Tensor], key: str = "") -> str:
     for name in sorted(tensors):
         t = tensors[name].contiguous()
         h.update(name.encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():  # the tensor's own buffer: no copy of a shard's hundreds of MB
+            h.update(t.view(torch.uint8).reshape(-1).numpy())
     return h.hexdigest()
 
 
@@ -198,7 +199,9 @@ class FeatureStore:
             ids = np.concatenate([self._ids, ids])
         ids, first = np.unique(ids, return_index=True)  # drop duplicates from concurrent writers
         self._ids = ids
-        self._parts = {k: v[torch.from_numpy(first)] for k, v in parts.items()}
+        if not np.array_equal(first, np.arange(len(first))):  # else already in order: no copy
+            parts = {k: v[torch.from_numpy(first)] for k, v in parts.items()}
+        self._parts = parts
 
     def missing(self, ids: np.ndarray) -> np.ndarray:
         ids = np.unique(np.asarray(ids, dtype=np.int64))
