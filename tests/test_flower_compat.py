@@ -149,10 +149,16 @@ def test_quick_polling_runs_flowers_extractor_with_short_waits_and_restores_it()
             self.count += 1
             return []
 
-    real = vce_api.add_messages_to_queue
+    real, real_queue = vce_api.add_messages_to_queue, vce_api.Queue
     polls, stop = Polls(), threading.Event()
     with quick_polling(2):
         assert vce_api.add_messages_to_queue is not real
+        # the engine's worker threads wait 1 s on an empty queue before looking at the stop
+        # event: here at most the poll interval
+        t0 = time.perf_counter()
+        with pytest.raises(queue.Empty):
+            vce_api.Queue().get(timeout=1.0)
+        assert time.perf_counter() - t0 < 0.5
         extractor = threading.Thread(
             target=vce_api.add_messages_to_queue, args=(polls, queue.Queue(), {7: 0}, stop)
         )
@@ -161,7 +167,7 @@ def test_quick_polling_runs_flowers_extractor_with_short_waits_and_restores_it()
         stop.set()
         extractor.join(timeout=5)
     assert not extractor.is_alive()
-    assert vce_api.add_messages_to_queue is real
+    assert vce_api.add_messages_to_queue is real and vce_api.Queue is real_queue
     assert polls.count > 6  # about 60 at 5 ms; Flower's 0.1 s would give 3 or 4
 
 

@@ -12,7 +12,8 @@
   call from it while a `ray_session` keeps one Ray instance for many runs.
 - Flower's simulation moves messages by polling every 0.1 s, twice per phase (its engine looks
   for new messages, the grid for replies): with a few cohort nodes that was 0.3 s of a 3 s
-  round spent asleep. `quick_polling` and `quick_pulls` poll faster where there are few nodes.
+  round spent asleep, and its worker threads took a second to notice the run had ended.
+  `quick_polling` and `quick_pulls` poll faster where there are few nodes.
 `tests/test_flower_compat.py` drives Flower's real strategy objects through these and checks
 the code they rely on still does what they assume.
 """
@@ -155,8 +156,11 @@ class _QuickStop:
 @contextmanager
 def quick_polling(num_nodes: int) -> Iterator[None]:
     """Within this block the simulation engine looks for new messages every
-    `poll_interval(num_nodes)` instead of 0.1 s. Fails loudly if Flower's extractor no longer
-    waits on its stop event (`f_stop.wait(0.1)` in `vce_api.add_messages_to_queue`)."""
+    `poll_interval(num_nodes)` instead of 0.1 s, and its worker threads wait at most that long
+    on their queues before looking at the stop event again (Flower's `get(timeout=1.0)`: the
+    engine took a second to stop after the last round). Fails loudly if Flower's extractor no
+    longer waits on its stop event (`f_stop.wait(0.1)` in `vce_api.add_messages_to_queue`) or
+    `run_api` no longer makes its queues with the module's `Queue`."""
     from flwr.server.superlink.fleet.vce import vce_api
 
     real = vce_api.add_messages_to_queue
@@ -166,6 +170,12 @@ def quick_polling(num_nodes: int) -> Iterator[None]:
             "Flower's vce_api.add_messages_to_queue no longer waits on f_stop: update "
             "miet_fed/federation/flower_compat.py (quick_polling)"
         )
+    real_queue = vce_api.Queue
+    if "= Queue()" not in inspect.getsource(vce_api.run_api):
+        raise RuntimeError(
+            "Flower's vce_api.run_api no longer makes its queues with Queue(): update "
+            "miet_fed/federation/flower_compat.py (quick_polling)"
+        )
     interval = poll_interval(num_nodes)
 
     def polled(*args: Any, **kwargs: Any) -> None:
@@ -173,11 +183,15 @@ def quick_polling(num_nodes: int) -> Iterator[None]:
         bound.arguments["f_stop"] = _QuickStop(bound.arguments["f_stop"], interval)
         real(*bound.args, **bound.kwargs)
 
-    vce_api.add_messages_to_queue = polled
+    class QuickQueue(real_queue):  # type: ignore[valid-type,misc]
+        def get(self, block: bool = True, timeout: float | None = None) -> Any:
+            return super().get(block, timeout if timeout is None else min(timeout, interval))
+
+    vce_api.add_messages_to_queue, vce_api.Queue = polled, QuickQueue
     try:
         yield
     finally:
-        vce_api.add_messages_to_queue = real
+        vce_api.add_messages_to_queue, vce_api.Queue = real, real_queue
 
 
 def quick_pulls(grid: Grid, num_nodes: int) -> None:
