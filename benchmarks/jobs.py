@@ -135,8 +135,9 @@ class SimRun:
 
     @property
     def engine_outside_rounds(self) -> float | None:
-        """Seconds the engine ran outside the server's clock: its start-up (workers, node
-        registration, ServerApp set-up) plus its shutdown after the last round."""
+        """Seconds the engine ran outside the server's clock, which starts with the ServerApp
+        (milliseconds after the engine) and so already holds the wait for the client workers:
+        the engine's shutdown after the last round, mostly."""
         sim = self.summary.get("simulation_seconds")
         if sim is None or not self.round_elapsed:
             return None
@@ -144,9 +145,9 @@ class SimRun:
 
     @property
     def round1_end(self) -> float | None:
-        """Command start to the end of round 1, at the latest: engine start, all of the engine's
-        time outside rounds (its shutdown counted as start-up too), then round 1."""
-        parts = (self.engine_start, self.engine_outside_rounds, self.round_elapsed.get(1))
+        """Command start to the end of round 1: engine start plus the server's clock at the end
+        of round 1 (the ServerApp's own start, milliseconds after the engine's, is not counted)."""
+        parts = (self.engine_start, self.round_elapsed.get(1))
         return None if None in parts else sum(parts)
 
     @property

@@ -12,10 +12,10 @@ DESCRIPTION = (
     "command's start to (a) Flower's simulation engine starting and (b) the first round's work "
     "starting, from the run's machine-readable output only: the JSON summary's arrival on stdout "
     "anchors its timings (wall_seconds, prepare_seconds, startup_seconds, simulation_seconds) to "
-    "the command's start, and rounds.csv's elapsed_seconds (the server's clock at each round's "
-    "end) times the rounds. (b) is an upper bound: engine start, plus all the engine's time "
-    "outside the server's rounds (its worker start-up and node registration, and also its "
-    "shutdown), plus round 1 minus one steady round (the median of rounds 2..R), so Flower's "
+    "the command's start, and rounds.csv's elapsed_seconds (the server's clock, which starts "
+    "with the ServerApp, at each round's end) times the rounds. (b) is engine start, plus the "
+    "server's clock at the end of round 1 (the wait for the client workers and node "
+    "registration included), minus one steady round (the median of rounds 2..R), so Flower's "
     "worker start-up inside round 1 counts as start-up."
 )
 
@@ -74,11 +74,11 @@ def run(size: str, work: Path) -> Report:
         ("- of which: interpreter, imports, config", sim.run_start),
         ("- of which: spec and partitions (prepare_seconds)", sim.summary.get("prepare_seconds")),
         ("- of which: ray.init + backbone actor + cache check", startup),
-        ("first round's work, at the latest (round 1 end - steady round)", first_work),
-        ("round 1 end, at the latest", round1),
+        ("first round's work (round 1 end - steady round)", first_work),
+        ("round 1 end", round1),
         ("JSON summary printed", sim.summary_seen),
         ("exit", sim.wall),
-        ("(engine outside the server's rounds: start-up and shutdown)", sim.engine_outside_rounds),
+        ("(engine outside the server's clock: its shutdown, mostly)", sim.engine_outside_rounds),
         ("(a steady round, for reference)", steady),
     ]
     rep.rows = [{"from command start to": k, "seconds": v} for k, v in rows]

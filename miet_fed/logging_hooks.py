@@ -60,10 +60,10 @@ class RoundClock:
     The first round this process runs also pays for start-up (Ray workers, first contact), so
     once a second round is done the ETA comes from the rounds after the first alone."""
 
-    def __init__(self, total_rounds: int, first_round: int = 1) -> None:
+    def __init__(self, total_rounds: int, first_round: int = 1, start: float | None = None) -> None:
         self.total = total_rounds
         self.first = first_round
-        self.start = time.perf_counter()
+        self.start = time.perf_counter() if start is None else start  # a perf_counter value
         self._mark: tuple[int, float] | None = None  # (first round ticked, when)
 
     def tick(self, round_: int) -> tuple[float, float]:
@@ -149,10 +149,15 @@ class Hooks:
     """Fans a round out to every logger and returns the progress line to print."""
 
     def __init__(
-        self, loggers: list[Any], total_rounds: int, first_round: int = 1, unit: str = "round"
+        self,
+        loggers: list[Any],
+        total_rounds: int,
+        first_round: int = 1,
+        unit: str = "round",
+        start: float | None = None,
     ) -> None:
         self.loggers, self.unit = loggers, unit  # unit: "round" (simulate) or "epoch" (tune)
-        self.clock = RoundClock(total_rounds, first_round)
+        self.clock = RoundClock(total_rounds, first_round, start)
 
     def round(
         self, round_: int, scalars: dict[str, float], note: str = "", shown: str | None = None
@@ -207,6 +212,7 @@ def open_hooks(
     tensorboard: bool = False,
     extra: list[Any] | None = None,
     unit: str = "round",
+    start: float | None = None,
 ) -> Hooks:
     """The loggers of one run: its log.txt and scalars.jsonl, TensorBoard if asked, the
     trackers added with `add_tracker`, and any tracker of the caller's (`extra`)."""
@@ -215,4 +221,4 @@ def open_hooks(
         loggers.append(TensorBoardLogger(Path(folder) / TENSORBOARD_DIR))
     loggers += [factory(Path(folder)) for factory in TRACKERS]
     loggers += extra or []
-    return Hooks(loggers, total_rounds, first_round, unit)
+    return Hooks(loggers, total_rounds, first_round, unit, start)

@@ -31,7 +31,11 @@ class Recorder:
     stderr with elapsed time and ETA, log.txt, scalars.jsonl, TensorBoard and added trackers:
     miet_fed.logging_hooks) into the run folder."""
 
-    def __init__(self, spec: RunSpec, order: dict[int, int] | None = None) -> None:
+    def __init__(
+        self, spec: RunSpec, order: dict[int, int] | None = None, start: float | None = None
+    ) -> None:
+        """`start`: the server's start (a perf_counter value), where its clock begins: the
+        elapsed time of round 1 includes the wait for the client workers."""
         self.order = order or {}  # node id -> client (partition) id, to name failed clients
         self.path = Path(spec.sink) / ROWS
         self.rounds = spec.config.fed.rounds
@@ -41,12 +45,13 @@ class Recorder:
         self._round: dict[str, Any] = {}
         self._rows: dict[str, list[dict[str, Any]]] = {}  # this round's device rows, by phase
         self._eval_key = ""  # what the round's evaluation measured (test or validation)
-        self._t0 = time.perf_counter()
+        self._t0 = time.perf_counter() if start is None else start
         self.hooks = open_hooks(
             Path(spec.sink),
             self.rounds,
             first_round=spec.resume_round + 1,
             tensorboard=spec.config.run.tensorboard,
+            start=self._t0,
         )
         cfg = spec.config
         self.hooks.text(

@@ -219,12 +219,13 @@ def run_rounds(
 
 
 def run_server(grid: Grid, spec_path: str) -> None:
+    started = time.perf_counter()  # the run's clock (rounds.csv's elapsed_seconds) starts here
     spec = load_spec(spec_path)
     flower_compat.quick_pulls(grid, spec.num_nodes)
     order = map_nodes(grid, spec.num_nodes)
     strategy = get_strategy(spec.config.fed.strategy)
     source = feature_source(spec_path)
-    recorder = Recorder(spec, order)
+    recorder = Recorder(spec, order, started)
     registry = Registry(spec.config.fed.num_clients)
     store = DeviceStore(spec.state_dir)
     nets = [init_network(spec, t) for t in range(max(1, len(spec.tasks)))]
