@@ -132,7 +132,7 @@ def test_poll_interval_is_short_for_cohort_nodes_and_flowers_own_for_many():
 
 def test_quick_polling_runs_flowers_extractor_with_short_waits_and_restores_it():
     """Flower's own `add_messages_to_queue` runs inside the block (polling a link state that
-    records each poll), waking every 5 ms instead of every 0.1 s; the block restores it."""
+    records each poll), waking every 20 ms instead of every 0.1 s; the block restores it."""
     import queue
     import threading
     import time
@@ -163,12 +163,12 @@ def test_quick_polling_runs_flowers_extractor_with_short_waits_and_restores_it()
             target=vce_api.add_messages_to_queue, args=(polls, queue.Queue(), {7: 0}, stop)
         )
         extractor.start()
-        time.sleep(0.3)
+        time.sleep(0.4)
         stop.set()
         extractor.join(timeout=5)
     assert not extractor.is_alive()
     assert vce_api.add_messages_to_queue is real and vce_api.Queue is real_queue
-    assert polls.count > 6  # about 60 at 5 ms; Flower's 0.1 s would give 3 or 4
+    assert polls.count > 8  # about 20 at 20 ms; Flower's 0.1 s would give 4 or 5
 
 
 def test_quick_pulls_sets_the_in_memory_grids_interval_and_leaves_other_grids_alone():
